@@ -1,0 +1,136 @@
+"""The shared training runner behind every ``python -m <package>.train``.
+
+``run(cfg)`` is a plain function (tests call it directly with a composed config); the ``@hydra.main`` wrappers
+in ``medvl/train.py`` and ``scene3d/train.py`` only hand it the config. It
+
+1. seeds everything (``cfg.seed``),
+2. instantiates the datamodule; if the datamodule has ``model_kwargs()`` (e.g. vocabulary size, label names,
+   tokenizer folder learnt from the training split) those are passed to the model's constructor,
+3. instantiates the model, callbacks, loggers and trainer from their ``_target_`` configs,
+4. fits, resuming from ``cfg.ckpt_path`` or, with ``resume=true``, from ``<output_dir>/checkpoints/last.ckpt``,
+5. tests (best checkpoint when there is one) when ``cfg.test`` is true,
+6. writes ``metrics.json`` (flat dict of final metrics) and ``config.yaml`` (resolved) into the run folder and
+   prints the run folder last.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from common.io import atomic_write_json, atomic_write_text
+
+log = logging.getLogger(__name__)
+
+REQUIRED_KEYS = ("data", "model", "trainer", "paths")
+
+
+def run(cfg: DictConfig) -> dict[str, float]:
+    """Train (and test) the configured model; returns the final metrics also written to ``metrics.json``.
+
+    Raises:
+        ValueError: when the config lacks a required group, or ``ckpt_path`` does not exist.
+    """
+    missing = [key for key in REQUIRED_KEYS if cfg.get(key) is None]
+    if missing:
+        raise ValueError(f"config is missing {missing}; compose it from configs/ (e.g. medvl_train.yaml)")
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(output_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+
+    L.seed_everything(int(cfg.get("seed", 0)), workers=True)
+    if cfg.get("float32_matmul_precision"):
+        torch.set_float32_matmul_precision(str(cfg.float32_matmul_precision))
+
+    datamodule = instantiate(cfg.data)
+    model_kwargs: dict[str, Any] = {}
+    if hasattr(datamodule, "model_kwargs"):
+        datamodule.prepare_data()
+        datamodule.setup("fit")
+        model_kwargs = dict(datamodule.model_kwargs())
+    model = instantiate(cfg.model, **model_kwargs)
+
+    callbacks = _instantiate_collection(cfg.get("callbacks"))
+    loggers = _instantiate_collection(cfg.get("logger"))
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
+                                     default_root_dir=str(output_dir))
+
+    ckpt_path = resolve_resume_checkpoint(cfg, output_dir)
+    if ckpt_path is not None:
+        log.info("Resuming from %s", ckpt_path)
+    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+
+    metrics = _scalars(trainer.callback_metrics)
+    if cfg.get("test", True):
+        best = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
+        test_results = trainer.test(model, datamodule=datamodule, ckpt_path=best, weights_only=True)
+        for result in test_results:
+            metrics.update(_scalars(result))
+        metrics.update(_scalars(trainer.callback_metrics))
+    metrics["trainer/global_step"] = float(trainer.global_step)
+    metrics["trainer/epoch"] = float(trainer.current_epoch)
+
+    if trainer.is_global_zero:
+        atomic_write_json(output_dir / "metrics.json", metrics)
+        print(f"Run directory: {output_dir.resolve()}")
+    return metrics
+
+
+def resolve_resume_checkpoint(cfg: DictConfig, output_dir: Path) -> str | None:
+    """``cfg.ckpt_path`` if given (must exist); else ``<output_dir>/checkpoints/last.ckpt`` when ``resume``."""
+    explicit = cfg.get("ckpt_path")
+    if explicit:
+        path = Path(str(explicit)).expanduser()
+        if not path.is_file():
+            raise ValueError(f"ckpt_path={explicit} does not exist; give a .ckpt file written by a previous run "
+                             "(e.g. outputs/<task>/runs/<time>/checkpoints/last.ckpt)")
+        return str(path)
+    if cfg.get("resume", False):
+        last = output_dir / "checkpoints" / "last.ckpt"
+        if last.is_file():
+            return str(last)
+        log.warning("resume=true but %s does not exist: starting from scratch. To resume a run, point "
+                    "hydra.run.dir at its folder or pass ckpt_path=...", last)
+    return None
+
+
+def _instantiate_collection(node: Any) -> list[Any]:
+    """Instantiate every ``_target_`` entry of a mapping of configs (callbacks / loggers); skip empty ones."""
+    if not node:
+        return []
+    if not isinstance(node, (Mapping, DictConfig)):
+        raise ValueError(f"expected a mapping of name -> config with _target_, got {type(node).__name__}")
+    objects = []
+    for name, sub in node.items():
+        if sub is None:
+            continue
+        if "_target_" not in sub:
+            raise ValueError(f"config entry '{name}' has no _target_; every callback / logger needs one")
+        objects.append(instantiate(sub))
+    return objects
+
+
+def _scalars(metrics: Mapping[str, Any]) -> dict[str, float]:
+    out = {}
+    for name, value in metrics.items():
+        if isinstance(value, torch.Tensor):
+            if value.numel() != 1:
+                continue
+            value = value.item()
+        if isinstance(value, (int, float)):
+            out[str(name)] = float(value)
+    return out
+
+
+def hydra_entry(cfg: DictConfig) -> None:
+    """Body of the ``@hydra.main`` wrappers: configure logging verbosity and call :func:`run`."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    run(cfg)
