@@ -10,6 +10,8 @@ import pytest
 from common.lightning.runner import run
 import torch
 
+from common.export import load_checkpoint
+
 
 def test_run_writes_every_artefact(toy_cfg, capsys):
     cfg = toy_cfg()
@@ -57,7 +59,7 @@ def test_interrupt_saves_last_checkpoint_and_resume_finishes(toy_cfg, tmp_path):
     with pytest.raises(SystemExit):  # Lightning turns Ctrl+C into a graceful exit(1)
         run(cfg)
     last = tmp_path / "run" / "checkpoints" / "last.ckpt"
-    assert torch.load(last, weights_only=True)["global_step"] == 3
+    assert load_checkpoint(last)["global_step"] == 3
     cfg.callbacks.stopper = None  # the runner skips empty entries
     cfg.resume = True
     metrics = run(cfg)
