@@ -127,7 +127,10 @@ class ClipInfoNCELoss(nn.Module):
             all_a, all_b, local_offset, rows_per_loss = a, b, 0, float(a.shape[0])
         scale = self._clamped_logit_scale()
         logits_a_to_b = scale * a @ all_b.T  # (B, N): this rank's rows of the a -> b logits
-        logits_b_to_a = scale * b @ all_a.T  # (B, N)
+        if all_a is a:  # single process: the b -> a logits are the transpose; skip the second B x B matmul
+            logits_b_to_a = logits_a_to_b.T
+        else:
+            logits_b_to_a = scale * b @ all_a.T  # (B, N)
         labels = torch.arange(a.shape[0], device=a.device) + local_offset
         ce_sum = F.cross_entropy(
             logits_a_to_b, labels, reduction="sum", label_smoothing=self.label_smoothing
