@@ -1,0 +1,1 @@
+"""scene3d data: ScanNet-format scene reader and writer, label maps, language annotation readers, scene graphs."""
