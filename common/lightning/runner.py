@@ -118,8 +118,11 @@ def _instantiate_collection(node: Any) -> list[Any]:
 
 
 def _scalars(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """Scalar metrics as floats; Lightning's per-step / per-epoch twins of a logged name are dropped."""
     out = {}
     for name, value in metrics.items():
+        if name.endswith("_step") or (name.endswith("_epoch") and name[: -len("_epoch")] in metrics):
+            continue
         if isinstance(value, torch.Tensor):
             if value.numel() != 1:
                 continue

@@ -114,8 +114,9 @@ class ImageTextMatchingLoss(nn.Module):
             "_acc" (default "matching_acc"), which the trainer logs but does not add to the total loss.
 
     Shapes (forward):
-        visual_tokens: (B, M, C), visual_mask: (B, M) bool (True = valid),
-        text_tokens: (B, L, C), text_mask: (B, L) bool (True = valid),
+        visual_tokens: (B, M, C), visual_mask: (B, M) bool (True = valid) or None (all valid),
+        text_tokens: (B, L, C), text_mask: (B, L) bool (True = valid) or (B, L, L) per-query attention mask
+            (e.g. TriBERT's sentence-restricted mask),
         similarity: (B, B) image-text scaled logits of this rank's batch, positive_mask: (B, B) bool,
         fuse(...) on the 3B pairs -> (3B, dim)
         -> {loss_name: (), "<stem>_acc": () detached}
@@ -137,7 +138,7 @@ class ImageTextMatchingLoss(nn.Module):
         self,
         fuse: FuseFn,
         visual_tokens: Tensor,
-        visual_mask: Tensor,
+        visual_mask: Tensor | None,
         text_tokens: Tensor,
         text_mask: Tensor,
         similarity: Tensor,
@@ -146,6 +147,8 @@ class ImageTextMatchingLoss(nn.Module):
     ) -> dict[str, Tensor]:
         """Return {loss_name: ITM cross-entropy, "<stem>_acc": share of the 3B pairs classified right}."""
         self._check_inputs(visual_tokens, visual_mask, text_tokens, text_mask, similarity)
+        if visual_mask is None:  # every visual token valid
+            visual_mask = torch.ones(visual_tokens.shape[:2], dtype=torch.bool, device=visual_tokens.device)
         batch = visual_tokens.shape[0]
         neg_text, neg_visual = sample_hard_negatives(similarity, positive_mask, generator=generator)
         # 3 x (B, ...) -> (3B, ...): [positive pairs; (image i, hard text); (hard image, text j)]
@@ -169,7 +172,7 @@ class ImageTextMatchingLoss(nn.Module):
 
     @staticmethod
     def _check_inputs(
-        visual_tokens: Tensor, visual_mask: Tensor, text_tokens: Tensor, text_mask: Tensor, similarity: Tensor
+        visual_tokens: Tensor, visual_mask: Tensor | None, text_tokens: Tensor, text_mask: Tensor, similarity: Tensor
     ) -> None:
         problems = []
         if visual_tokens.dim() != 3:
@@ -180,14 +183,17 @@ class ImageTextMatchingLoss(nn.Module):
             batch = visual_tokens.shape[0]
             if text_tokens.shape[0] != batch:
                 problems.append(f"visual_tokens has {batch} samples but text_tokens has {text_tokens.shape[0]}")
-            if visual_mask.shape != visual_tokens.shape[:2] or visual_mask.dtype != torch.bool:
+            if visual_mask is not None and (visual_mask.shape != visual_tokens.shape[:2]
+                                            or visual_mask.dtype != torch.bool):
                 problems.append(
                     f"visual_mask must be bool of shape {tuple(visual_tokens.shape[:2])} (True = valid), "
                     f"got {visual_mask.dtype} {tuple(visual_mask.shape)}"
                 )
-            if text_mask.shape != text_tokens.shape[:2] or text_mask.dtype != torch.bool:
+            length = text_tokens.shape[1]
+            if text_mask.shape not in (text_tokens.shape[:2], (batch, length, length)) or text_mask.dtype != torch.bool:
                 problems.append(
-                    f"text_mask must be bool of shape {tuple(text_tokens.shape[:2])} (True = valid), "
+                    f"text_mask must be bool of shape {tuple(text_tokens.shape[:2])} (True = valid) or a per-query "
+                    f"attention mask ({batch}, {length}, {length}), "
                     f"got {text_mask.dtype} {tuple(text_mask.shape)}"
                 )
             if similarity.shape != (batch, batch):

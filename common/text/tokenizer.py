@@ -13,6 +13,7 @@ as an initial token fixes their numbers and makes training reproducible.
 """
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterable
 from pathlib import Path
@@ -188,3 +189,35 @@ def load_tokenizer(directory: str | Path) -> PreTrainedTokenizerFast:
         raise ValueError(f"the tokenizer in {directory} has no {', '.join(unset)}: retrain it with "
                          "train_wordpiece_tokenizer")
     return tokenizer
+
+
+def tokenizer_to_json(tokenizer: PreTrainedTokenizerFast) -> str:
+    """The whole tokenizer (vocabulary, normaliser, special tokens) as one JSON string.
+
+    Stored inside checkpoints so a checkpoint alone rebuilds its model (no side folder to lose).
+    """
+    if not isinstance(tokenizer, PreTrainedTokenizerFast):
+        raise TypeError(f"expected a transformers PreTrainedTokenizerFast, got {type(tokenizer).__name__}")
+    return tokenizer.backend_tokenizer.to_str()
+
+
+def tokenizer_from_json(text: str) -> BertTokenizerFast:
+    """Rebuild a tokenizer written by :func:`tokenizer_to_json` (as a `BertTokenizerFast`).
+
+    Raises:
+        ValueError: when the string is not a tokenizer JSON, or lacks one of the BERT special tokens.
+    """
+    try:
+        backend = Tokenizer.from_str(text)
+        lowercase = bool((json.loads(text).get("normalizer") or {}).get("lowercase", True))
+    except Exception as error:  # tokenizers raises its own Exception type
+        raise ValueError(f"not a tokenizer JSON string: {error}") from error
+    vocab = backend.get_vocab(with_added_tokens=True)
+    required = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+    missing = [token for token in required if token not in vocab]
+    if missing:
+        raise ValueError(f"the tokenizer JSON lacks the special tokens {missing}")
+    extra = [token for token in ("[SENT]",) if token in vocab]
+    return BertTokenizerFast(tokenizer_object=backend, do_lower_case=lowercase, unk_token="[UNK]",
+                             sep_token="[SEP]", pad_token="[PAD]", cls_token="[CLS]", mask_token="[MASK]",
+                             additional_special_tokens=extra)

@@ -9,7 +9,9 @@ from typing import Any
 import numpy as np
 from lightning import LightningDataModule
 from monai.data import DataLoader
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from common.text.tokenizer import load_tokenizer, tokenizer_to_json, train_wordpiece_tokenizer
 from medvl.data.collate import collate_ct_reports
 from medvl.data.dataset import CTReportDataset, label_names_of
 from medvl.data.demo import ensure_demo_dataset
@@ -20,6 +22,13 @@ logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
 DEMO_SUBDIR = "medvl_demo"
+
+
+def _to_plain(value: Any) -> Any:
+    """OmegaConf containers -> plain dicts / lists (anything else unchanged)."""
+    if isinstance(value, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(value, resolve=True)
+    return value
 
 
 def _patient_of(record: ManifestRecord) -> str:
@@ -117,6 +126,9 @@ class CTReportDataModule(LightningDataModule):
         label_names: fixed label order; None = order of first appearance in the manifest.
         pin_memory: DataLoader pin_memory (useful on GPU servers).
         drop_last: drop the last incomplete TRAIN batch.
+        tokenizer: how `model_kwargs()` gets the report tokenizer: {"vocab_size": int, "min_frequency": int}
+            trains a WordPiece tokenizer on the TRAIN split's report sentences; {"pretrained_dir": path} loads
+            a saved one (e.g. a BERT vocabulary with "[SENT]" added).
 
     Raises:
         ValueError: bad batch_size / num_workers / fractions, or invalid preprocess / augment options.
@@ -139,6 +151,7 @@ class CTReportDataModule(LightningDataModule):
         label_names: Sequence[str] | None = None,
         pin_memory: bool = False,
         drop_last: bool = False,
+        tokenizer: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -154,7 +167,11 @@ class CTReportDataModule(LightningDataModule):
             raise ValueError("val_fraction + test_fraction must be < 1 so that training keeps some patients")
         if demo is not None and not isinstance(demo, Mapping):
             raise ValueError(f"demo must be a mapping of ensure_demo_dataset arguments, got {type(demo).__name__}")
-        self.save_hyperparameters()
+        # Hydra passes DictConfigs: store plain containers so checkpoints load with weights_only=True.
+        demo, augment, tokenizer = _to_plain(demo), _to_plain(augment), _to_plain(tokenizer)
+        preprocess = _to_plain(preprocess)
+        # preprocess and label_names are logged by the model (resolved values); logging both would clash
+        self.save_hyperparameters(ignore=["preprocess", "label_names"])
         self.manifest = manifest
         self.data_dir = Path(data_dir)
         self.demo = dict(demo or {})
@@ -176,6 +193,11 @@ class CTReportDataModule(LightningDataModule):
         self._label_names = list(label_names) if label_names is not None else None
         self.pin_memory = pin_memory
         self.drop_last = drop_last
+        self.tokenizer_options = dict(tokenizer or {})
+        unknown = set(self.tokenizer_options) - {"vocab_size", "min_frequency", "pretrained_dir"}
+        if unknown:
+            raise ValueError(f"unknown tokenizer options {sorted(unknown)}; use vocab_size, min_frequency or "
+                             "pretrained_dir")
         self.records: dict[str, list[ManifestRecord]] = {}
         self.datasets: dict[str, CTReportDataset] = {}
 
@@ -232,6 +254,35 @@ class CTReportDataModule(LightningDataModule):
         """Report texts of the TRAIN split only (for tokenizer training without test leakage)."""
         self._require_setup()
         return [r.report for r in self.records["train"]]
+
+    def model_kwargs(self) -> dict[str, Any]:
+        """What the pre-training model needs from the data, as plain Python values (stored in checkpoints).
+
+        Returns:
+            tokenizer_json: the report tokenizer (trained on the TRAIN split's sentences, or loaded), as JSON;
+            label_names: finding names in label-column order; preprocess: the preprocessing config;
+            organ_labels: organ name -> label id of the organ masks ({} when the manifest has none).
+        """
+        self._require_setup()
+        options = self.tokenizer_options
+        if options.get("pretrained_dir"):
+            tokenizer = load_tokenizer(options["pretrained_dir"])
+        else:
+            dataset = self.datasets["train"]
+            sentences = [s for record in self.records["train"] for s in dataset.sentences_of(record)]
+            tokenizer = train_wordpiece_tokenizer(sentences, vocab_size=int(options.get("vocab_size", 4000)),
+                                                  min_frequency=int(options.get("min_frequency", 2)))
+        organ_labels: dict[str, int] = {}
+        for record in self.records["train"]:
+            organ_labels = {str(k): int(v) for k, v in (record.extras.get("organ_labels") or {}).items()}
+            if organ_labels:
+                break
+        return {
+            "tokenizer_json": tokenizer_to_json(tokenizer),
+            "label_names": list(self.label_names),
+            "preprocess": self.preprocess_config.to_dict(),
+            "organ_labels": organ_labels,
+        }
 
     def _loader(self, split: str) -> DataLoader:
         self._require_setup()

@@ -177,7 +177,8 @@ class VolumeEncoder(nn.Module):
         x: (B, in_channels, D, H, W), intensities in [0, 1] -> encode_volume(x) / forward(x): dict with
             "fine": (B, Nf, out_dim), "fine_grid": (Df, Hf, Wf) with Nf = Df*Hf*Wf,
             "coarse": (B, Nc, out_dim), "coarse_grid": (Dc, Hc, Wc),
-            "tokens": (B, Nt, out_dim), "tokens_grid": (Dt, Ht, Wt), "pooled": (B, out_dim).
+            "tokens": (B, Nt, out_dim), "tokens_grid": (Dt, Ht, Wt), "pooled": (B, out_dim),
+            "pooled_tokens": (B, Nt, out_dim) (last-stage tokens through the pooled projection).
         Tokens are in raster order (D slowest, W fastest): token n of a grid sits at
         (n // (H*W), (n // W) % H, n % W); `fine_stride` / `coarse_stride` voxels per token along each axis.
 
@@ -537,6 +538,8 @@ class VolumeEncoder(nn.Module):
             "tokens": self.tokens_proj(last),
             "tokens_grid": self.tokens_grid,
             "pooled": self.pooled_proj(last.mean(dim=1)),  # (B, Nt, C) -> (B, C) -> (B, out_dim)
+            # last-stage tokens in the pooled feature's space (class activation maps of global models)
+            "pooled_tokens": self.pooled_proj(last),  # (B, Nt, C) -> (B, Nt, out_dim)
         }
 
     def forward(self, x: Tensor) -> dict[str, Any]:

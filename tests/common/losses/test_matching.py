@@ -202,3 +202,22 @@ def test_bad_arguments_and_inputs_raise() -> None:
 
 def test_head_shape() -> None:
     assert MatchingHead(5)(torch.randn(7, 5)).shape == (7, 2)
+
+
+def test_matching_accepts_missing_visual_mask_and_per_query_text_mask():
+    from common.losses.matching import ImageTextMatchingLoss
+
+    torch.manual_seed(0)
+    b, m, l, c = 3, 4, 5, 8
+    loss = ImageTextMatchingLoss(c)
+    seen = {}
+
+    def fuse(text, text_mask, visual, visual_mask):
+        seen["text_mask"], seen["visual_mask"] = text_mask, visual_mask
+        return text.mean(1) + visual.mean(1)
+
+    out = loss(fuse, torch.randn(b, m, c), None, torch.randn(b, l, c), torch.ones(b, l, l, dtype=torch.bool),
+               torch.randn(b, b))
+    assert torch.isfinite(out["matching_loss"])
+    assert seen["visual_mask"].shape == (3 * b, m) and seen["visual_mask"].all()
+    assert seen["text_mask"].shape == (3 * b, l, l)

@@ -142,3 +142,24 @@ def test_cased_tokenizer_keeps_case() -> None:
     assert tokenizer.convert_ids_to_tokens(tokenizer("The")["input_ids"])[1] == "The"
     config = json.loads(json.dumps(tokenizer.init_kwargs, default=str))
     assert config["do_lower_case"] is False
+
+
+def test_tokenizer_json_round_trip_encodes_identically():
+    from common.text.tokenizer import tokenizer_from_json, tokenizer_to_json, train_wordpiece_tokenizer
+
+    texts = ["No pleural effusion was detected.", "A 12 mm hypodense lesion in the liver."] * 5
+    tok = train_wordpiece_tokenizer(texts, vocab_size=200, min_frequency=1)
+    rebuilt = tokenizer_from_json(tokenizer_to_json(tok))
+    sample = "A 12 mm hypodense lesion. [SENT] No effusion."
+    assert rebuilt(sample)["input_ids"] == tok(sample)["input_ids"]
+    assert rebuilt.convert_tokens_to_ids("[SENT]") == tok.convert_tokens_to_ids("[SENT]")
+    assert rebuilt.mask_token_id == tok.mask_token_id and rebuilt.pad_token_id == tok.pad_token_id
+
+
+def test_tokenizer_from_json_rejects_garbage():
+    import pytest
+
+    from common.text.tokenizer import tokenizer_from_json
+
+    with pytest.raises(ValueError, match="not a tokenizer JSON"):
+        tokenizer_from_json("{not json")

@@ -12,7 +12,7 @@ from medvl.models.components.volume_encoder import PRESETS, VolumeEncoder, swin_
 
 # A tiny ViT (12 blocks and 16^3 patches, as UNETR requires, but 24 channels): ~0.2 M parameters.
 VIT_TINY = {"vit_hidden_size": 24, "vit_heads": 2, "vit_layers": 12, "vit_mlp_dim": 48, "out_dim": 16}
-OUTPUT_KEYS = {"fine", "fine_grid", "coarse", "coarse_grid", "tokens", "tokens_grid", "pooled"}
+OUTPUT_KEYS = {"fine", "fine_grid", "coarse", "coarse_grid", "tokens", "tokens_grid", "pooled", "pooled_tokens"}
 
 
 def _swin(size: int = 32, **overrides) -> VolumeEncoder:
@@ -85,6 +85,8 @@ def test_swin_tokens_are_raster_ordered_stage_features():
             torch.testing.assert_close(out["fine"][:, n], expected)
         last = hidden[-1]  # (B, 16F, 1, 2, 1)
         torch.testing.assert_close(out["pooled"], encoder.pooled_proj(last.mean(dim=(2, 3, 4))))
+        # pooled_tokens live in the pooled space: with a linear projection their mean is the pooled feature
+        torch.testing.assert_close(out["pooled_tokens"].mean(dim=1), out["pooled"])
 
 
 def test_vit_features_match_monai_vit_forward_and_naive_pooling():
