@@ -1,0 +1,73 @@
+"""``python -m medvl.evaluate ckpt_path=... [data overrides]``: evaluate a pre-trained checkpoint on a test split.
+
+Writes ``metrics.json`` into the run folder with retrieval Recall@1/5/10 both ways (``retrieval/v2t_R@k``,
+``retrieval/t2v_R@k``), zero-shot finding AUROC (``zeroshot/auroc_mean``, ``zeroshot/auroc/<finding>``) and, when
+organ masks and finding locations exist (the demo set), ``grounding/pointing_acc``; plus the figures of the test
+split. The model is rebuilt from the checkpoint alone (tokenizer and sizes are stored in it).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import hydra
+import lightning as L
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from common.io import atomic_write_json, atomic_write_text
+from common.lightning.runner import _instantiate_collection, _scalars
+from medvl.models.medvl_module import MedVLPretrainModule
+
+
+def evaluate(cfg: DictConfig) -> dict[str, float]:
+    """Test ``cfg.ckpt_path`` on ``cfg.data``'s test split; returns (and writes) the metrics.
+
+    Raises:
+        ValueError: no ckpt_path, a missing file, or data whose preprocessing differs from the model's.
+    """
+    if not cfg.get("ckpt_path"):
+        raise ValueError("give the checkpoint to evaluate: python -m medvl.evaluate ckpt_path=/path/to/last.ckpt")
+    ckpt_path = Path(str(cfg.ckpt_path)).expanduser()
+    if not ckpt_path.is_file():
+        raise ValueError(f"ckpt_path={ckpt_path} does not exist")
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    L.seed_everything(int(cfg.get("seed", 0)), workers=True)
+
+    model = MedVLPretrainModule.load_from_checkpoint(ckpt_path, map_location="cpu", weights_only=True)
+    datamodule = instantiate(cfg.data)
+    datamodule.prepare_data()
+    datamodule.setup("test")
+    trained = model.hparams["preprocess"]
+    given = datamodule.preprocess_config.to_dict()
+    if trained != given:
+        diff = {k: (trained.get(k), given.get(k)) for k in sorted(set(trained) | set(given)) if trained.get(k) != given.get(k)}
+        raise ValueError(f"the data's preprocessing differs from the one the model was trained with "
+                         f"(key: (trained, given)): {diff}; set data.preprocess.* to the trained values")
+    if list(datamodule.label_names) != list(model.label_names):
+        model.label_names = list(datamodule.label_names)  # zero-shot prompts follow the evaluated data's findings
+
+    loggers = _instantiate_collection(cfg.get("logger"))
+    trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False, default_root_dir=str(output_dir),
+                                     callbacks=[])
+    results = trainer.test(model, datamodule=datamodule)
+    metrics = {}
+    for result in results:
+        metrics.update(_scalars(result))
+    metrics.update(_scalars(trainer.callback_metrics))
+    if trainer.is_global_zero:
+        atomic_write_json(output_dir / "metrics.json", metrics)
+        atomic_write_text(output_dir / "evaluated_checkpoint.txt", f"{ckpt_path.resolve()}\n")
+        print(f"Run directory: {output_dir.resolve()}")
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path="pkg://configs", config_name="medvl_evaluate")
+def main(cfg: DictConfig) -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    evaluate(cfg)
+
+
+if __name__ == "__main__":
+    main()

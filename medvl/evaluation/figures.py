@@ -1,0 +1,77 @@
+"""PNG figures of a test run: the volume -> report similarity matrix and retrieval examples."""
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_similarity_matrix(similarity: np.ndarray, path: str | Path, max_items: int = 64) -> Path:
+    """Heat map of cosine similarities (rows: volumes, columns: reports; the diagonal holds the true pairs).
+
+    Shapes:
+        similarity: (N, N); only the first `max_items` rows/columns are drawn.
+    """
+    plt = _pyplot()
+    sim = np.asarray(similarity)[:max_items, :max_items]
+    fig, ax = plt.subplots(figsize=(6.4, 5.4))
+    image = ax.imshow(sim, cmap="viridis", interpolation="nearest")
+    ax.set_xlabel("report (test split)")
+    ax.set_ylabel("volume (test split)")
+    ax.set_title(f"volume -> report cosine similarity ({sim.shape[0]} pairs)")
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_retrieval_examples(slices: Sequence[np.ndarray], reports: Sequence[str], similarity: np.ndarray,
+                            path: str | Path, num_examples: int = 4, top_k: int = 3) -> Path:
+    """For a few volumes: an axial and a coronal slice beside their top-k retrieved reports (true one marked).
+
+    Args:
+        slices: per volume a (2, H, W) array: mid axial and mid coronal slice, intensities in [0, 1].
+        reports: report text of each pair (index i belongs to volume i).
+        similarity: (N, N) volume x report similarities.
+    """
+    plt = _pyplot()
+    n = min(num_examples, len(slices))
+    fig, axes = plt.subplots(n, 3, figsize=(14, 3.3 * n), squeeze=False,
+                             gridspec_kw={"width_ratios": [1, 1, 3.2]})
+    for row in range(n):
+        axial, coronal = slices[row]
+        axes[row, 0].imshow(np.rot90(axial), cmap="gray", vmin=0, vmax=1)
+        axes[row, 1].imshow(np.rot90(coronal), cmap="gray", vmin=0, vmax=1)
+        for ax, title in ((axes[row, 0], f"volume {row}: axial"), (axes[row, 1], "coronal")):
+            ax.set_title(title, fontsize=9)
+            ax.axis("off")
+        order = np.argsort(-similarity[row])[:top_k]
+        lines = []
+        for rank, j in enumerate(order, 1):
+            mark = "  <- true report" if j == row else ""
+            text = textwrap.shorten(" ".join(reports[j].split()), width=260, placeholder=" ...")
+            lines.append(f"#{rank} (sim {similarity[row, j]:.2f}){mark}\n" + textwrap.fill(text, width=110))
+        axes[row, 2].text(0.0, 1.0, "\n\n".join(lines), va="top", ha="left", fontsize=7.5, family="monospace",
+                          transform=axes[row, 2].transAxes)
+        axes[row, 2].axis("off")
+    fig.suptitle("top-3 retrieved reports per test volume")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

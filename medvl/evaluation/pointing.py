@@ -1,0 +1,59 @@
+"""Pointing accuracy: does the peak of a finding sentence's attention over the volume fall in the right organ?"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def attention_peak_voxel(attention: Tensor, grid: Sequence[int], volume_shape: Sequence[int]) -> tuple[int, int, int]:
+    """Voxel (d, h, w) of the maximum of a token-grid attention map upsampled (trilinear) to the volume.
+
+    Shapes:
+        attention: (N,) weights over the grid's tokens in raster order (D slowest), N = prod(grid)
+
+    Raises:
+        ValueError: when N does not match the grid.
+    """
+    grid = tuple(int(g) for g in grid)
+    if attention.dim() != 1 or attention.numel() != grid[0] * grid[1] * grid[2]:
+        raise ValueError(f"attention of {attention.numel()} values does not fit grid {grid}")
+    # (N,) -> (1, 1, Dg, Hg, Wg) -> (1, 1, D, H, W)
+    volume = F.interpolate(attention.float().reshape(1, 1, *grid), size=tuple(int(s) for s in volume_shape),
+                           mode="trilinear", align_corners=False)[0, 0]
+    flat = int(volume.argmax())
+    _, h, w = volume.shape
+    return flat // (h * w), (flat // w) % h, flat % w
+
+
+def pointing_hit(attention: Tensor, grid: Sequence[int], organ_mask: Tensor, organ_id: int) -> bool:
+    """True when the attention peak lies inside ``organ_mask == organ_id``.
+
+    Shapes:
+        attention: (N,); organ_mask: (D, H, W) integer labels
+    """
+    d, h, w = attention_peak_voxel(attention, grid, organ_mask.shape)
+    return bool(organ_mask[d, h, w] == organ_id)
+
+
+def organ_fraction(organ_mask: Tensor, organ_id: int) -> float:
+    """Share of the volume's voxels in the organ: the hit rate of pointing at a uniformly random voxel (chance)."""
+    return float((organ_mask == organ_id).float().mean())
+
+
+def find_sentence(sentences: Sequence[str], target: str) -> int | None:
+    """Index of the report sentence that states a finding (exact match after whitespace/case folding, else
+    containment either way); None when the sentence was dropped (e.g. truncation)."""
+    def norm(text: str) -> str:
+        return " ".join(text.lower().split()).rstrip(".")
+
+    wanted = norm(target)
+    normalised = [norm(s) for s in sentences]
+    if wanted in normalised:
+        return normalised.index(wanted)
+    for i, sentence in enumerate(normalised):
+        if wanted and (wanted in sentence or sentence in wanted) and len(sentence) > 10:
+            return i
+    return None

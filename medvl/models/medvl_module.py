@@ -1,0 +1,473 @@
+"""The medvl pre-training LightningModule: 3D CT encoder + TriBERT with hierarchical alignment and self-supervision.
+
+Objectives (each weighted in ``loss_weights``; weight 0 switches it off and its heads are not even built):
+
+================== ======================================================================= =====================
+key                what                                                                    on
+================== ======================================================================= =====================
+report_contrastive CLIP InfoNCE, pooled last-stage volume feature <-> report [CLS]         global
+sentence_alignment GLoRIA local alignment, sentence embeddings <-> coarse region tokens      stage 3 (image / 16)
+word_alignment     GLoRIA local alignment, whole-word embeddings <-> fine patch tokens       stage 2 (image / 8)
+matching           volume-report matching, hard negatives from the contrastive similarities  TriBERT upper layers
+multimodal_mlm     MLM through the upper layers with cross-attention to the volume tokens   TriBERT upper layers
+text_mlm           MLM of the text-only path                                                 TriBERT
+rotation           rotation prediction of a rotated + block-masked copy of the volume       pooled
+view_contrastive   InfoNCE between that copy and the original volume                         pooled
+reconstruction     L1 reconstruction of the masked blocks from the copy's fine tokens       stage 2
+================== ======================================================================= =====================
+
+Everything the module needs from the data (tokenizer, label names, preprocessing, organ labels) arrives as plain
+Python values (``CTReportDataModule.model_kwargs()``) and is stored in the checkpoint's hyper-parameters, so
+``MedVLPretrainModule.load_from_checkpoint(path, weights_only=True)`` rebuilds the model from the file alone.
+
+Validation and test epochs also compute the evaluation metrics (see ``medvl/evaluation``): retrieval Recall@K
+both ways, zero-shot finding AUROC from prompt pairs, and pointing accuracy of finding sentences (demo masks).
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from common.layers.projection import ProjectionHead
+from common.lightning.vlp_module import VLPModule
+from common.losses.contrastive import ClipInfoNCELoss
+from common.losses.local_alignment import LocalAlignmentLoss
+from common.losses.masked_modeling import MaskedLanguageModelingLoss, mask_tokens
+from common.losses.matching import ImageTextMatchingLoss
+from common.metrics.classification import multilabel_auroc
+from common.metrics.retrieval import retrieval_recall_at_k
+from common.text.tokenizer import tokenizer_from_json
+from medvl.evaluation.pointing import find_sentence, organ_fraction, pointing_hit
+from medvl.evaluation.zeroshot import (
+    DEFAULT_NEGATIVE_TEMPLATES,
+    DEFAULT_POSITIVE_TEMPLATES,
+    build_prompts,
+    zero_shot_probabilities,
+)
+from medvl.models.components.report_tokenization import ReportBatchEncoder
+from medvl.models.components.tribert import TriBERT
+from medvl.models.components.vision_ssl import (
+    MaskedBlockReconstruction,
+    RotationPrediction,
+    ViewContrastive,
+    mask_blocks,
+)
+from medvl.models.components.volume_encoder import VolumeEncoder
+
+log = logging.getLogger(__name__)
+
+OBJECTIVES = (
+    "report_contrastive", "sentence_alignment", "word_alignment", "matching", "multimodal_mlm", "text_mlm",
+    "rotation", "view_contrastive", "reconstruction",
+)
+DEFAULT_VOLUME_ENCODER = {"backbone": "swin", "feature_size": 12, "depths": (2, 2, 2, 2), "num_heads": (3, 6, 12, 24)}
+DEFAULT_TEXT_ENCODER = {"hidden_size": 128, "num_layers": 4, "num_heads": 4, "num_cross_attention_layers": 2,
+                        "dropout": 0.1}
+DEFAULT_SSL = {"block_size": 8, "mask_ratio": 0.3, "rotation_classes": 4}
+
+
+def _plain(value: Any) -> Any:
+    """DictConfig / ListConfig / tuples -> plain dicts and lists (checkpoints load with weights_only=True)."""
+    try:
+        from omegaconf import DictConfig, ListConfig, OmegaConf
+
+        if isinstance(value, (DictConfig, ListConfig)):
+            return OmegaConf.to_container(value, resolve=True)
+    except ImportError:  # pragma: no cover - omegaconf ships with hydra, a dependency
+        pass
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _organ_family(name: str) -> str:
+    """Lung lobes count as one organ for pointing ("lung_upper_lobe_left" -> "lung")."""
+    return "lung" if name.startswith("lung_") else name
+
+
+class MedVLPretrainModule(VLPModule):
+    """Pre-train a CT volume encoder and the TriBERT report encoder (VELVET-Med style).
+
+    Args:
+        tokenizer_json: the report tokenizer as JSON (from the datamodule).
+        label_names: finding names, order of the label columns (used by zero-shot evaluation).
+        preprocess: the data's preprocessing config (``PreprocessConfig.to_dict()``); its spatial_size is the
+            encoder's input size.
+        organ_labels: organ name -> organ-mask label id (pointing evaluation; {} disables it).
+        volume_encoder: ``VolumeEncoder`` keyword arguments (backbone, feature_size, depths, ...).
+        text_encoder: ``TriBERT`` keyword arguments (hidden_size, num_layers, num_heads, ...).
+        embed_dim: shared embedding width of vision and text.
+        loss_weights: objective -> weight (see the module docstring; missing keys default to 1, 0 disables).
+        ssl: vision self-supervision options: block_size, mask_ratio, rotation_classes.
+        mlm_probability: share of maskable tokens masked for MLM.
+        temperature: initial CLIP temperature (learnable).
+        max_sentences, max_length: report truncation (sentences per report, tokens per report).
+        zeroshot_templates: {"positive": [...], "negative": [...]} prompt templates with ``{finding}``.
+        optimizer, scheduler, scheduler_interval: see ``VLPModule``.
+
+    Raises:
+        ValueError: unknown objective names, all objectives off, or an encoder image size that differs from the
+            preprocessing's spatial_size.
+    """
+
+    def __init__(
+        self,
+        tokenizer_json: str,
+        label_names: Sequence[str],
+        preprocess: Mapping[str, Any],
+        organ_labels: Mapping[str, int] | None = None,
+        volume_encoder: Mapping[str, Any] | None = None,
+        text_encoder: Mapping[str, Any] | None = None,
+        embed_dim: int = 128,
+        loss_weights: Mapping[str, float] | None = None,
+        ssl: Mapping[str, Any] | None = None,
+        mlm_probability: float = 0.15,
+        temperature: float = 0.07,
+        max_sentences: int = 50,
+        max_length: int = 512,
+        zeroshot_templates: Mapping[str, Sequence[str]] | None = None,
+        optimizer: Any = None,
+        scheduler: Any = None,
+        scheduler_interval: str = "step",
+    ) -> None:
+        super().__init__(optimizer=optimizer, scheduler=scheduler, scheduler_interval=scheduler_interval)
+        preprocess = _plain(preprocess)
+        weights = {name: 1.0 for name in OBJECTIVES}
+        unknown = set(_plain(loss_weights or {})) - set(OBJECTIVES)
+        if unknown:
+            raise ValueError(f"unknown objectives {sorted(unknown)} in loss_weights; known: {list(OBJECTIVES)}")
+        weights.update({k: float(v) for k, v in _plain(loss_weights or {}).items()})
+        if not any(weights.values()):
+            raise ValueError("every objective has weight 0: switch on at least one in loss_weights")
+        spatial_size = preprocess.get("spatial_size")
+        if not spatial_size:
+            raise ValueError("preprocess.spatial_size must be set: the encoder needs a fixed input size")
+        vol_kwargs = {**DEFAULT_VOLUME_ENCODER, **_plain(volume_encoder or {})}
+        if "image_size" in vol_kwargs and list(vol_kwargs["image_size"]) != list(spatial_size):
+            raise ValueError(f"volume_encoder.image_size {vol_kwargs['image_size']} differs from the data's "
+                             f"preprocess.spatial_size {spatial_size}; set only the data's spatial_size")
+        vol_kwargs["image_size"] = list(spatial_size)
+        text_kwargs = {**DEFAULT_TEXT_ENCODER, **_plain(text_encoder or {})}
+        ssl_options = {**DEFAULT_SSL, **_plain(ssl or {})}
+        templates = _plain(zeroshot_templates or {})
+        self.save_hyperparameters({
+            "tokenizer_json": tokenizer_json, "label_names": list(label_names), "preprocess": preprocess,
+            "organ_labels": {str(k): int(v) for k, v in _plain(organ_labels or {}).items()},
+            "volume_encoder": vol_kwargs, "text_encoder": text_kwargs, "embed_dim": embed_dim,
+            "loss_weights": weights, "ssl": ssl_options, "mlm_probability": mlm_probability,
+            "temperature": temperature, "max_sentences": max_sentences, "max_length": max_length,
+            "zeroshot_templates": {"positive": list(templates.get("positive", DEFAULT_POSITIVE_TEMPLATES)),
+                                   "negative": list(templates.get("negative", DEFAULT_NEGATIVE_TEMPLATES))},
+            "scheduler_interval": scheduler_interval,
+        })
+        self.loss_weights = weights
+        self.label_names = list(label_names)
+
+        self.tokenizer = tokenizer_from_json(tokenizer_json)
+        self.report_batcher = ReportBatchEncoder(self.tokenizer, max_length=max_length, max_sentences=max_sentences)
+        backbone = vol_kwargs.pop("backbone")
+        self.volume_encoder = VolumeEncoder(backbone, out_dim=embed_dim, **vol_kwargs)
+        uses_fusion = bool(weights["matching"] or weights["multimodal_mlm"])
+        if not uses_fusion:
+            text_kwargs["num_cross_attention_layers"] = 0  # no cross-attention weights that never get gradients
+        self.text_encoder = TriBERT(vocab_size=len(self.tokenizer), pad_token_id=self.tokenizer.pad_token_id,
+                                    max_sentences=max_sentences, max_position_embeddings=max_length,
+                                    vision_dim=embed_dim if uses_fusion else None, **text_kwargs)
+        hidden = self.text_encoder.hidden_size
+        self.report_proj = ProjectionHead(hidden, embed_dim)
+        self.clip = ClipInfoNCELoss(init_temperature=temperature, loss_name="report_contrastive_loss")
+        if weights["sentence_alignment"]:
+            self.sentence_proj = ProjectionHead(hidden, embed_dim)
+            self.sentence_alignment = LocalAlignmentLoss(loss_name="sentence_alignment_loss")
+        if weights["word_alignment"]:
+            self.word_proj = ProjectionHead(hidden, embed_dim)
+            self.word_alignment = LocalAlignmentLoss(loss_name="word_alignment_loss")
+        if weights["matching"]:
+            self.matching = ImageTextMatchingLoss(hidden, loss_name="matching_loss")
+        if weights["text_mlm"] or weights["multimodal_mlm"]:
+            self.mlm = MaskedLanguageModelingLoss()
+        if weights["rotation"]:
+            self.rotation = RotationPrediction(embed_dim, num_classes=int(ssl_options["rotation_classes"]))
+        if weights["view_contrastive"]:
+            self.view_contrastive = ViewContrastive(embed_dim)
+        if weights["reconstruction"]:
+            self.reconstruction = MaskedBlockReconstruction(embed_dim, upsample_factor=self.volume_encoder.fine_stride)
+        self._freeze_unused_encoder_heads()
+        self._eval_store: dict[str, list[Any]] = defaultdict(list)
+
+    # ------------------------------------------------------------------------------------------------ set-up
+    def _freeze_unused_encoder_heads(self) -> None:
+        """Output heads no objective reads get requires_grad=False, so DDP needs no find_unused_parameters."""
+        w = self.loss_weights
+        used = {
+            "fine_proj": w["word_alignment"] or w["reconstruction"],
+            "coarse_proj": w["sentence_alignment"],
+            "tokens_proj": w["matching"] or w["multimodal_mlm"],
+            "pooled_proj": w["report_contrastive"] or w["rotation"] or w["view_contrastive"] or w["matching"],
+        }
+        for name, is_used in used.items():
+            if not is_used:
+                getattr(self.volume_encoder, name).requires_grad_(False)
+        if not w["report_contrastive"] and not w["matching"]:
+            self.report_proj.requires_grad_(False)
+            self.clip.requires_grad_(False)
+        if not (w["text_mlm"] or w["multimodal_mlm"]):
+            for name, param in self.text_encoder.named_parameters():
+                if name.startswith("mlm_"):
+                    param.requires_grad_(False)
+
+    @property
+    def objectives_on(self) -> list[str]:
+        return [name for name in OBJECTIVES if self.loss_weights[name]]
+
+    # ------------------------------------------------------------------------------------------------ encoding
+    def encode_reports(self, sentences: Sequence[Sequence[str]]) -> dict[str, Tensor]:
+        """Tokenise reports (lists of sentences) into TriBERT inputs on this module's device."""
+        batch = self.report_batcher([list(s) for s in sentences])
+        return {key: value.to(self.device) for key, value in batch.items()}
+
+    def encode_volume(self, images: Tensor) -> dict[str, Any]:
+        """Multi-scale volume features (see ``VolumeEncoder``); "pooled" is the global embedding."""
+        return self.volume_encoder.encode_volume(images)
+
+    def encode_report(self, sentences: Sequence[Sequence[str]]) -> Tensor:
+        """Global report embeddings in the shared space.
+
+        Shapes:
+            len(sentences) = B -> (B, embed_dim)
+        """
+        return self.report_proj(self.text_encoder.encode_text(self.encode_reports(sentences))["report"])
+
+    def forward(self, images: Tensor, sentences: Sequence[Sequence[str]]) -> dict[str, Tensor]:
+        """Global embeddings of both modalities: {"volume": (B, E), "report": (B, E)}."""
+        return {"volume": self.encode_volume(images)["pooled"], "report": self.encode_report(sentences)}
+
+    def _fuse_cls(self, text_tokens: Tensor, text_mask: Tensor, vision_tokens: Tensor,
+                  vision_mask: Tensor | None) -> Tensor:
+        return self.text_encoder.fuse(text_tokens, text_mask, vision_tokens, vision_mask)[:, 0]  # global [CLS]
+
+    # ------------------------------------------------------------------------------------------------ losses
+    def compute_losses(self, batch: Mapping[str, Any], stage: str) -> dict[str, Tensor]:
+        images: Tensor = batch["image"]
+        w = self.loss_weights
+        text_inputs = self.encode_reports(batch["sentences"])
+        vision = self.encode_volume(images)
+        text = self.text_encoder.encode_text(text_inputs)
+        volume_emb = vision["pooled"]
+        report_emb = self.report_proj(text["report"])
+        out: dict[str, Tensor] = {}
+
+        if w["report_contrastive"]:
+            out["report_contrastive_loss"] = w["report_contrastive"] * self.clip(volume_emb, report_emb)[
+                "report_contrastive_loss"]
+        if w["sentence_alignment"]:
+            out["sentence_alignment_loss"] = w["sentence_alignment"] * self.sentence_alignment(
+                self.sentence_proj(text["sentences"]), text["sentence_mask"], vision["coarse"])["sentence_alignment_loss"]
+        if w["word_alignment"]:
+            out["word_alignment_loss"] = w["word_alignment"] * self.word_alignment(
+                self.word_proj(text["words"]), text["word_mask"], vision["fine"])["word_alignment_loss"]
+        if w["matching"]:
+            reports = [" ".join(s) for s in batch["sentences"]]
+            same = torch.tensor([[a == b for b in reports] for a in reports], device=self.device)
+            if images.shape[0] > 1 and (~same).any(dim=1).all():  # every volume needs one other report
+                similarity = self.clip.similarity(volume_emb, report_emb).detach()
+                result = self.matching(self._fuse_cls, vision["tokens"], None, text["lower_tokens"],
+                                       text["attention_mask"], similarity, positive_mask=same)
+                out["matching_loss"] = w["matching"] * result["matching_loss"]
+                out["matching_acc"] = result["matching_acc"]
+        if w["text_mlm"] or w["multimodal_mlm"]:
+            masked_ids, labels = mask_tokens(
+                text_inputs["input_ids"], special_tokens_mask=text_inputs["special_tokens_mask"],
+                attention_mask=text_inputs["attention_mask"], mask_token_id=self.report_batcher.mask_token_id,
+                vocab_size=self.report_batcher.vocab_size, mlm_probability=float(self.hparams["mlm_probability"]),
+                random_token_ids=self.report_batcher.non_special_token_ids.to(self.device))
+            masked_text = self.text_encoder.encode_text({**text_inputs, "input_ids": masked_ids})
+            if w["text_mlm"]:
+                logits = self.text_encoder.mlm_logits(masked_text["tokens"])
+                out["text_mlm_loss"] = w["text_mlm"] * self.mlm(logits, labels)["mlm_loss"]
+            if w["multimodal_mlm"]:
+                fused = self.text_encoder.fuse(masked_text["lower_tokens"], masked_text["attention_mask"],
+                                               vision["tokens"], None)
+                out["multimodal_mlm_loss"] = w["multimodal_mlm"] * self.mlm(
+                    self.text_encoder.mlm_logits(fused), labels)["mlm_loss"]
+        if w["rotation"] or w["view_contrastive"] or w["reconstruction"]:
+            out.update(self._vision_ssl_losses(images, volume_emb))
+        out["logit_scale"] = self.clip.logit_scale
+        if stage in ("val", "test"):
+            self._collect_for_evaluation(batch, vision, text, volume_emb, report_emb, stage)
+        return out
+
+    def _vision_ssl_losses(self, images: Tensor, volume_emb: Tensor) -> dict[str, Tensor]:
+        """One extra encoder pass on a rotated, block-masked copy serves all three self-supervised tasks."""
+        w, ssl = self.loss_weights, self.hparams["ssl"]
+        view = images
+        rotation_labels = None
+        if w["rotation"]:
+            view, rotation_labels = self.rotation.rotate_batch(images)
+        masked = None
+        corrupted = view
+        if w["reconstruction"]:
+            corrupted, masked = mask_blocks(view, int(ssl["block_size"]), float(ssl["mask_ratio"]), fill="noise")
+        features = self.encode_volume(corrupted)
+        out = {}
+        if w["rotation"]:
+            out["rotation_loss"] = w["rotation"] * self.rotation(features["pooled"], rotation_labels)["rotation_loss"]
+        if w["view_contrastive"]:
+            out["view_contrastive_loss"] = w["view_contrastive"] * self.view_contrastive(
+                features["pooled"], volume_emb)["view_contrastive_loss"]
+        if w["reconstruction"]:
+            out["reconstruction_loss"] = w["reconstruction"] * self.reconstruction(
+                features["fine"], features["fine_grid"], view, masked)["reconstruction_loss"]
+        return out
+
+    # ------------------------------------------------------------------------------------------------ evaluation
+    def _collect_for_evaluation(self, batch: Mapping[str, Any], vision: Mapping[str, Any], text: Mapping[str, Tensor],
+                                volume_emb: Tensor, report_emb: Tensor, stage: str) -> None:
+        store = self._eval_store
+        store["volume"].append(volume_emb.detach().float().cpu())
+        store["report"].append(report_emb.detach().float().cpu())
+        store["labels"].append(batch["labels"].detach().float().cpu())
+        reports = [" ".join(s) for s in batch["sentences"]]
+        store["reports"].extend(reports)
+        if stage == "test":
+            images = batch["image"].detach().float().cpu()
+            _, _, d, h, w = images.shape
+            # (B, 1, D, H, W) -> per volume (2, H, W) axial mid slice and (2, D, W) coronal is resized below
+            for image in images[:, 0]:
+                axial = image[d // 2]
+                coronal = F.interpolate(image[:, h // 2][None, None], size=(h, w), mode="nearest")[0, 0]
+                if len(store["slices"]) < 16:
+                    store["slices"].append(np.stack([axial.numpy(), coronal.numpy()]))
+        if self.hparams["organ_labels"] and "organ_mask" in batch:
+            self._collect_pointing(batch, vision, text)
+
+    def _sentence_attention(self, vision: Mapping[str, Any], text: Mapping[str, Tensor],
+                            sentences: Sequence[Sequence[str]]) -> tuple[Tensor, tuple[int, int, int], str]:
+        """(B, S, N) attention of every report sentence over the volume, its token grid, and the method used.
+
+        With sentence-level alignment trained: GLoRIA attention over the coarse regions. Otherwise a class
+        activation map in the global space: cosine of each sentence (encoded alone as a report) with the
+        last-stage tokens projected like the pooled feature (the only localisation a global model has).
+        """
+        if self.loss_weights["sentence_alignment"]:
+            attention = self.sentence_alignment.attention(self.sentence_proj(text["sentences"]), text["sentence_mask"],
+                                                          vision["coarse"])
+            return attention, tuple(vision["coarse_grid"]), "sentence_alignment"
+        return self._global_cam(vision, sentences), tuple(vision["tokens_grid"]), "global_cam"
+
+    def _global_cam(self, vision: Mapping[str, Any], sentences: Sequence[Sequence[str]]) -> Tensor:
+        tokens = vision["pooled_tokens"]  # (B, Nt, E)
+        b, s = len(sentences), max(len(x) for x in sentences)
+        maps = tokens.new_zeros(b, s, tokens.shape[1])
+        for i, report in enumerate(sentences):
+            sentence_emb = self.encode_report([[sentence] for sentence in report])  # (S_i, E)
+            sims = F.normalize(sentence_emb, dim=-1) @ F.normalize(tokens[i], dim=-1).T  # (S_i, Nt)
+            maps[i, : len(report)] = (sims * float(self.clip.logit_scale)).softmax(dim=-1)
+        return maps
+
+    def _collect_pointing(self, batch: Mapping[str, Any], vision: Mapping[str, Any], text: Mapping[str, Tensor]) -> None:
+        organ_labels = self.hparams["organ_labels"]
+        families: dict[str, list[int]] = defaultdict(list)
+        for name, label in organ_labels.items():
+            families[_organ_family(name)].append(int(label))
+        attention, grid, method = self._sentence_attention(vision, text, batch["sentences"])
+        masks = batch["organ_mask"][:, 0].cpu()
+        valid = batch.get("organ_mask_valid")
+        for i, findings in enumerate(batch["findings"]):
+            if valid is not None and not bool(valid[i]):
+                continue
+            for finding in findings:
+                organ = finding.get("organ")
+                index = find_sentence(batch["sentences"][i], finding.get("sentence", ""))
+                if organ not in organ_labels or index is None:
+                    continue
+                family_mask = torch.isin(masks[i], torch.tensor(families[_organ_family(organ)]))
+                hit = pointing_hit(attention[i, index].detach().cpu(), grid, family_mask.long(), 1)
+                self._eval_store["pointing_hits"].append(float(hit))
+                self._eval_store["pointing_chance"].append(organ_fraction(family_mask.long(), 1))
+        self._eval_store["pointing_method"] = [method]
+
+    @torch.no_grad()
+    def _prompt_embeddings(self) -> tuple[Tensor, Tensor]:
+        templates = self.hparams["zeroshot_templates"]
+        pos, neg = [], []
+        for name in self.label_names:
+            pos.append(self.encode_report([[p] for p in build_prompts(name, templates["positive"])]))
+            neg.append(self.encode_report([[p] for p in build_prompts(name, templates["negative"])]))
+        return torch.stack(pos).float().cpu(), torch.stack(neg).float().cpu()  # (K, P, E) each
+
+    def evaluation_metrics(self) -> dict[str, float]:
+        """Retrieval, zero-shot AUROC and pointing accuracy over everything collected this epoch."""
+        store = self._eval_store
+        if not store.get("volume"):
+            return {}
+        volume = torch.cat(store["volume"])
+        report = torch.cat(store["report"])
+        # identical report texts count as correct matches of each other
+        digest = [int(hashlib.sha1(r.encode()).hexdigest()[:12], 16) for r in store["reports"]]
+        group_ids = torch.tensor(digest, dtype=torch.long)
+        metrics = {f"retrieval/{k}": v for k, v in retrieval_recall_at_k(
+            volume, report, ks=(1, 5, 10), a_name="v", b_name="t", group_ids=group_ids).items()}
+        metrics["retrieval/chance_R@1"] = 1.0 / len(volume)
+        labels = torch.cat(store["labels"])
+        if self.label_names and labels.numel():
+            pos, neg = self._prompt_embeddings()
+            probabilities = zero_shot_probabilities(volume, pos, neg, self.clip.logit_scale)
+            known = (labels >= 0).all(dim=1)
+            if known.sum() >= 2:
+                import warnings
+
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # single-class labels are NaN + excluded by design
+                    auroc = multilabel_auroc(probabilities[known], labels[known].long(), self.label_names)
+                metrics["zeroshot/auroc_mean"] = auroc["auroc_mean"]
+                for name in self.label_names:
+                    metrics[f"zeroshot/auroc/{name}"] = auroc[f"auroc_{name}"]
+        if store.get("pointing_hits"):
+            metrics["grounding/pointing_acc"] = float(np.mean(store["pointing_hits"]))
+            metrics["grounding/pointing_chance"] = float(np.mean(store["pointing_chance"]))
+            metrics["grounding/pointing_n"] = float(len(store["pointing_hits"]))
+            metrics["grounding/uses_sentence_alignment"] = float(store["pointing_method"][0] == "sentence_alignment")
+        return metrics
+
+    def on_validation_epoch_start(self) -> None:
+        self._eval_store = defaultdict(list)
+
+    on_test_epoch_start = on_validation_epoch_start
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:
+            return
+        metrics = self.evaluation_metrics()
+        for name, value in metrics.items():
+            self.log(f"val/{name}", value, sync_dist=True)
+
+    def on_test_epoch_end(self) -> None:
+        metrics = self.evaluation_metrics()
+        for name, value in metrics.items():
+            self.log(name, value, sync_dist=True)
+        if self.trainer.is_global_zero and self._eval_store.get("volume"):
+            self._write_test_figures()
+
+    def _write_test_figures(self) -> None:
+        from medvl.evaluation.figures import plot_retrieval_examples, plot_similarity_matrix
+
+        out = Path(self.trainer.default_root_dir) / "figures"
+        volume = F.normalize(torch.cat(self._eval_store["volume"]), dim=-1)
+        report = F.normalize(torch.cat(self._eval_store["report"]), dim=-1)
+        similarity = (volume @ report.T).numpy()
+        plot_similarity_matrix(similarity, out / "similarity_matrix.png")
+        if self._eval_store.get("slices"):
+            plot_retrieval_examples(self._eval_store["slices"], self._eval_store["reports"], similarity,
+                                    out / "retrieval_examples.png")

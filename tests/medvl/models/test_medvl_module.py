@@ -1,0 +1,127 @@
+"""The pre-training module: every objective gives a finite loss whose gradients reach its own parameters."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from common.text.tokenizer import tokenizer_to_json, train_wordpiece_tokenizer
+from medvl.models.medvl_module import OBJECTIVES, MedVLPretrainModule
+
+SENTENCES = [
+    ["A 12 mm hypodense lesion is seen in the liver.", "No pleural effusion was detected."],
+    ["The spleen is normal.", "A 9 mm cyst in the left kidney.", "Lungs are clear."],
+    ["No focal liver lesion.", "Small right pleural effusion."],
+]
+LABELS = ["liver lesion", "pleural effusion"]
+
+
+@pytest.fixture(scope="module")
+def tokenizer_json():
+    corpus = [s for report in SENTENCES for s in report] * 3
+    return tokenizer_to_json(train_wordpiece_tokenizer(corpus, vocab_size=300, min_frequency=1))
+
+
+def _module(tokenizer_json, **weights):
+    torch.manual_seed(0)
+    loss_weights = {name: 0.0 for name in OBJECTIVES}
+    loss_weights.update(weights)
+    return MedVLPretrainModule(
+        tokenizer_json=tokenizer_json, label_names=LABELS,
+        preprocess={"spatial_size": [32, 32, 32], "spacing": [5, 5, 5]},
+        volume_encoder={"feature_size": 12}, embed_dim=16,
+        text_encoder={"hidden_size": 32, "num_layers": 2, "num_heads": 2, "num_cross_attention_layers": 1,
+                      "dropout": 0.0},
+        loss_weights=loss_weights, ssl={"block_size": 8, "mask_ratio": 0.3},
+    )
+
+
+def _batch():
+    g = torch.Generator().manual_seed(1)
+    return {"image": torch.rand(3, 1, 32, 32, 32, generator=g), "sentences": SENTENCES,
+            "labels": torch.tensor([[1.0, 0.0], [0.0, 0.0], [0.0, 1.0]]), "findings": [[], [], []]}
+
+
+# objective -> sub-modules that must receive gradients from it alone
+OWN_PARAMETERS = {
+    "report_contrastive": ["report_proj", "clip", "volume_encoder.pooled_proj", "text_encoder.embeddings"],
+    "sentence_alignment": ["sentence_proj", "volume_encoder.coarse_proj", "text_encoder.embeddings"],
+    "word_alignment": ["word_proj", "volume_encoder.fine_proj", "text_encoder.embeddings"],
+    "matching": ["matching.head", "volume_encoder.tokens_proj", "text_encoder.embeddings"],
+    "multimodal_mlm": ["text_encoder.mlm_transform", "volume_encoder.tokens_proj"],
+    "text_mlm": ["text_encoder.mlm_transform", "text_encoder.embeddings"],
+    "rotation": ["rotation.head", "volume_encoder.pooled_proj", "volume_encoder.backbone"],
+    "view_contrastive": ["view_contrastive.projection", "volume_encoder.backbone"],
+    "reconstruction": ["reconstruction.decoder", "volume_encoder.fine_proj", "volume_encoder.backbone"],
+}
+
+
+@pytest.mark.parametrize("objective", OBJECTIVES)
+def test_each_objective_alone_gives_a_finite_loss_with_gradients_to_its_parameters(tokenizer_json, objective):
+    module = _module(tokenizer_json, **{objective: 1.0})
+    out = module.compute_losses(_batch(), "train")
+    losses = {k: v for k, v in out.items() if k.endswith("_loss")}
+    assert list(losses) == [f"{objective}_loss"]
+    total = sum(losses.values())
+    assert torch.isfinite(total)
+    total.backward()
+    for prefix in OWN_PARAMETERS[objective]:
+        params = [(n, p) for n, p in module.named_parameters() if n.startswith(prefix) and p.requires_grad]
+        assert params, prefix
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for _, p in params), f"no gradient in {prefix}"
+
+
+def test_all_objectives_every_trainable_parameter_gets_a_finite_gradient(tokenizer_json):
+    module = _module(tokenizer_json, **{name: 1.0 for name in OBJECTIVES})
+    out = module.compute_losses(_batch(), "train")
+    assert {k for k in out if k.endswith("_loss")} == {f"{name}_loss" for name in OBJECTIVES}
+    sum(v for k, v in out.items() if k.endswith("_loss")).backward()
+    missing = [n for n, p in module.named_parameters() if p.requires_grad and p.grad is None]
+    assert not missing, missing[:10]
+    assert all(torch.isfinite(p.grad).all() for p in module.parameters() if p.grad is not None)
+
+
+def test_disabled_objectives_build_no_heads_and_freeze_unused_outputs(tokenizer_json):
+    module = _module(tokenizer_json, report_contrastive=1.0)
+    assert not hasattr(module, "matching") and not hasattr(module, "sentence_alignment")
+    assert module.text_encoder.num_cross_attention_layers == 0
+    assert not any(p.requires_grad for p in module.volume_encoder.fine_proj.parameters())
+    out = module.compute_losses(_batch(), "train")
+    out["report_contrastive_loss"].backward()
+    missing = [n for n, p in module.named_parameters() if p.requires_grad and p.grad is None]
+    assert not missing, missing[:10]  # DDP without find_unused_parameters needs this
+
+
+def test_bad_configuration_errors(tokenizer_json):
+    with pytest.raises(ValueError, match="unknown objectives"):
+        _module(tokenizer_json, contrastive=1.0)
+    with pytest.raises(ValueError, match="at least one"):
+        _module(tokenizer_json)
+    with pytest.raises(ValueError, match="spatial_size"):
+        MedVLPretrainModule(tokenizer_json=tokenizer_json, label_names=LABELS,
+                            preprocess={"spatial_size": [32, 32, 32]}, volume_encoder={"image_size": [64, 64, 64]})
+
+
+def test_global_embeddings_and_evaluation_metrics(tokenizer_json):
+    module = _module(tokenizer_json, report_contrastive=1.0).eval()
+    with torch.no_grad():
+        emb = module(_batch()["image"], SENTENCES)
+        assert emb["volume"].shape == (3, 16) and emb["report"].shape == (3, 16)
+        module.on_validation_epoch_start()
+        module.compute_losses(_batch(), "val")
+        metrics = module.evaluation_metrics()
+    for key in ("retrieval/v2t_R@1", "retrieval/t2v_R@5", "zeroshot/auroc_mean",
+                "zeroshot/auroc/liver lesion", "zeroshot/auroc/pleural effusion"):
+        assert key in metrics, key
+    assert 0.0 <= metrics["retrieval/v2t_R@1"] <= 1.0
+    assert metrics["retrieval/v2t_R@5"] == 1.0  # only 3 candidates
+
+
+def test_checkpoint_hparams_are_plain_and_rebuild_the_model(tokenizer_json, tmp_path):
+    module = _module(tokenizer_json, report_contrastive=1.0, sentence_alignment=1.0)
+    path = tmp_path / "m.ckpt"
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams),
+                "pytorch-lightning_version": "2.6.0"}, path)
+    rebuilt = MedVLPretrainModule.load_from_checkpoint(path, weights_only=True)
+    for (name, a), (_, b) in zip(module.state_dict().items(), rebuilt.state_dict().items()):
+        assert torch.equal(a, b), name
+    assert rebuilt.tokenizer("lesion")["input_ids"] == module.tokenizer("lesion")["input_ids"]

@@ -1,0 +1,117 @@
+"""End to end: `train(cfg)` on a shrunken demo set, `evaluate`, resume, and 2-process DDP on CPU."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_module
+from omegaconf import open_dict
+
+from common.export import load_checkpoint
+from medvl.evaluate import evaluate
+from medvl.train import train
+
+REPO = Path(__file__).resolve().parents[2]
+TINY = [
+    "data.demo.num_cases=12", "data.demo.size=32", "data.preprocess.spatial_size=[32,32,32]",
+    "data.batch_size=4", "data.tokenizer.vocab_size=300", "data.tokenizer.min_frequency=1",
+    "model.embed_dim=16", "model.text_encoder.hidden_size=32", "model.text_encoder.num_layers=2",
+    "model.text_encoder.num_heads=2", "trainer.max_epochs=1", "trainer.log_every_n_steps=1",
+    "trainer.enable_model_summary=false", "callbacks.progress_bar=null",
+]
+
+
+def _compose(config_name: str, tmp: Path, *overrides: str):
+    with initialize_config_module(config_module="configs", version_base="1.3"):
+        cfg = compose(config_name=config_name, overrides=[f"paths.root_dir={tmp}", *overrides])
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp / "run")
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("medvl")
+    cfg = _compose("medvl_train", tmp, *TINY)
+    metrics = train(cfg)
+    return tmp, cfg, metrics
+
+
+def test_train_writes_every_output_well_formed(trained_run):
+    tmp, cfg, metrics = trained_run
+    run = Path(cfg.paths.output_dir)
+    saved = json.loads((run / "metrics.json").read_text())
+    assert set(saved) == set(metrics)
+    # NaN (e.g. AUROC of a finding absent from a tiny split) is written as JSON null
+    assert {k: v for k, v in saved.items() if v is not None} == pytest.approx(
+        {k: v for k, v in metrics.items() if v == v})
+    for key in ("retrieval/v2t_R@1", "retrieval/v2t_R@5", "retrieval/v2t_R@10", "retrieval/t2v_R@1",
+                "retrieval/t2v_R@5", "retrieval/t2v_R@10", "zeroshot/auroc_mean", "grounding/pointing_acc",
+                "test/loss", "val/loss"):
+        assert key in saved, key
+    assert any(k.startswith("zeroshot/auroc/") for k in saved)
+    for name in ("report_contrastive", "sentence_alignment", "word_alignment", "matching", "multimodal_mlm",
+                 "text_mlm", "rotation", "view_contrastive", "reconstruction"):
+        assert f"test/{name}_loss" in saved, name
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    assert list((run / "checkpoints").glob("best-*.ckpt"))
+    for figure in ("loss_curves.png", "metric_curves.png", "similarity_matrix.png", "retrieval_examples.png"):
+        assert (run / "figures" / figure).read_bytes()[:4] == b"\x89PNG", figure
+    resolved = (run / "config.yaml").read_text()
+    assert "MedVLPretrainModule" in resolved and "${" not in resolved
+    # the tokenizer travels inside the checkpoint, which loads without unpickling code
+    ckpt = load_checkpoint(run / "checkpoints" / "last.ckpt")
+    assert "[SENT]" in ckpt["hyper_parameters"]["tokenizer_json"]
+
+
+def test_evaluate_writes_the_required_metrics(trained_run, tmp_path):
+    tmp, cfg, _ = trained_run
+    eval_cfg = _compose("medvl_evaluate", tmp, *[o for o in TINY if o.startswith("data.")],
+                        f"ckpt_path={Path(cfg.paths.output_dir) / 'checkpoints' / 'last.ckpt'}")
+    with open_dict(eval_cfg):
+        eval_cfg.paths.output_dir = str(tmp_path / "eval")
+    metrics = evaluate(eval_cfg)
+    saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    for key in ("retrieval/v2t_R@1", "retrieval/t2v_R@10", "zeroshot/auroc_mean", "grounding/pointing_acc"):
+        assert key in saved and key in metrics
+    assert 0.0 <= saved["retrieval/v2t_R@1"] <= 1.0
+
+
+def test_evaluate_rejects_mismatched_preprocessing(trained_run, tmp_path):
+    tmp, cfg, _ = trained_run
+    eval_cfg = _compose("medvl_evaluate", tmp, *[o for o in TINY if o.startswith("data.")],
+                        "data.preprocess.hu_window=[-500,500]",
+                        f"ckpt_path={Path(cfg.paths.output_dir) / 'checkpoints' / 'last.ckpt'}")
+    with open_dict(eval_cfg):
+        eval_cfg.paths.output_dir = str(tmp_path / "eval")
+    with pytest.raises(ValueError, match="hu_window"):
+        evaluate(eval_cfg)
+
+
+def test_resume_continues_from_the_saved_step(trained_run):
+    tmp, cfg, metrics = trained_run
+    steps_one_epoch = metrics["trainer/global_step"]
+    assert steps_one_epoch > 0
+    resumed = _compose("medvl_train", tmp, *TINY, "trainer.max_epochs=2", "resume=true", "test=false")
+    resumed.paths.output_dir = cfg.paths.output_dir
+    again = train(resumed)
+    assert again["trainer/global_step"] == 2 * steps_one_epoch
+
+
+@pytest.mark.slow
+def test_two_process_ddp_training_on_cpu(tmp_path):
+    """The user's command line with trainer=ddp on 2 CPU processes (gloo): Lightning re-launches the script."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "medvl.train", *TINY, "trainer=ddp", "trainer.accelerator=cpu",
+           "trainer.devices=2", "trainer.precision=32-true", "trainer.strategy.process_group_backend=gloo",
+           "test=false", f"paths.root_dir={tmp_path}", f"hydra.run.dir={tmp_path / 'ddp'}"]
+    result = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    metrics = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
+    # 12 cases -> 8 train studies, batch 4 -> 2 batches total, split over 2 ranks -> 1 step per epoch
+    assert metrics["trainer/global_step"] == 1
+    assert (tmp_path / "ddp" / "checkpoints" / "last.ckpt").is_file()
