@@ -7,15 +7,9 @@ so concurrent callers (several DDP ranks, two jobs) never see a half-written dat
 """
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import logging
 import math
-import os
-import shutil
-import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +18,7 @@ import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from common.build_once import build_folder_once, read_json_file
 from medvl.data.demo.findings import FINDING_NAMES, Finding, InsertionContext, insert_findings, sample_finding_plan
 from medvl.data.demo.phantom import ORGAN_LABELS, generate_phantom
 from medvl.data.demo.real_anatomy import RealAnatomy, available_real_findings, load_real_anatomy
@@ -352,29 +347,10 @@ def build_demo_dataset(out_dir: str | Path, *, num_cases: int = 160, size: int =
     return manifest
 
 
-def _read_info(root: Path) -> dict | None:
-    try:
-        info = json.loads((root / INFO_NAME).read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    return info if isinstance(info, dict) else None
-
-
 def _is_current(root: Path, args: dict) -> bool:
-    info = _read_info(root)
+    info = read_json_file(root / INFO_NAME)
     return (info is not None and info.get("version") == DEMO_VERSION and info.get("args") == args
             and (root / MANIFEST_NAME).is_file())
-
-
-@contextlib.contextmanager
-def _exclusive_lock(path: Path) -> Iterator[None]:
-    """Hold an exclusive fcntl lock on `path` (created if needed) for the duration of the block."""
-    with open(path, "a") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 def ensure_demo_dataset(root: str | Path, *, num_cases: int = 160, size: int = 64, spacing_mm: float = 5.0,
@@ -384,9 +360,8 @@ def ensure_demo_dataset(root: str | Path, *, num_cases: int = 160, size: int = 6
     """Return `root`/manifest.jsonl, building the dataset first if it is absent, was built with other
     arguments or by another version of this code (or `force`).
 
-    Concurrency: the build runs under an exclusive lock (`.<root name>.lock` beside `root`) into a
-    temporary sibling folder, which is then renamed to `root`; a caller that waited for the lock finds
-    the fresh build and returns it. Works on POSIX file systems with `fcntl` locks (local disks, most NFS).
+    Concurrency: see `common.build_once.build_folder_once` (exclusive lock, build in a temporary sibling
+    folder, rename into place; a caller that waited for the lock finds the fresh build).
 
     Args: as `build_demo_dataset`; `force` rebuilds even when the existing build matches.
 
@@ -396,33 +371,13 @@ def ensure_demo_dataset(root: str | Path, *, num_cases: int = 160, size: int = 6
     args = demo_build_args(num_cases=num_cases, size=size, spacing_mm=spacing_mm, seed=seed,
                            holdout_phrasings=holdout_phrasings, real_ct=real_ct, real_mask=real_mask,
                            real_labels=real_labels)
-    root = Path(root).expanduser().resolve()
-    if not force and _is_current(root, args):
-        return root / MANIFEST_NAME
-    root.parent.mkdir(parents=True, exist_ok=True)
-    with _exclusive_lock(root.parent / f".{root.name}.lock"):
-        if not force and _is_current(root, args):  # another process built it while we waited
-            return root / MANIFEST_NAME
-        is_demo = (_read_info(root) or {}).get("created_with") == "medvl.data.demo"
-        if root.exists() and not is_demo and (not root.is_dir() or any(root.iterdir())):
-            raise ValueError(f"{root} exists and is not a demo dataset (no readable {INFO_NAME}); refusing to "
-                             "replace it: pass a new or empty folder")
-        for stale in [*root.parent.glob(f".{root.name}.building-*"), *root.parent.glob(f".{root.name}.old-*")]:
-            shutil.rmtree(stale, ignore_errors=True)  # left by a builder that died; we hold the lock
-        staging = root.parent / f".{root.name}.building-{uuid.uuid4().hex[:12]}"
-        log.info("building the demo dataset (%s) in %s", json.dumps(args), root)
-        try:
-            build_demo_dataset(staging, num_cases=num_cases, size=size, spacing_mm=spacing_mm, seed=seed,
-                               holdout_phrasings=holdout_phrasings, real_ct=real_ct, real_mask=real_mask,
-                               real_labels=real_labels, progress=progress)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-        if root.exists():  # a directory cannot be atomically replaced by rename: move it aside first
-            retired = root.parent / f".{root.name}.old-{uuid.uuid4().hex[:12]}"
-            os.rename(root, retired)
-            os.rename(staging, root)
-            shutil.rmtree(retired, ignore_errors=True)
-        else:
-            os.rename(staging, root)
+    root = build_folder_once(
+        root, force=force, what="demo dataset",
+        is_current=lambda folder: _is_current(folder, args),
+        is_ours=lambda folder: (read_json_file(folder / INFO_NAME) or {}).get("created_with") == "medvl.data.demo",
+        build=lambda staging: build_demo_dataset(
+            staging, num_cases=num_cases, size=size, spacing_mm=spacing_mm, seed=seed,
+            holdout_phrasings=holdout_phrasings, real_ct=real_ct, real_mask=real_mask, real_labels=real_labels,
+            progress=progress),
+    )
     return root / MANIFEST_NAME

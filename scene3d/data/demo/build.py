@@ -14,17 +14,11 @@ callers (several DDP ranks, two jobs) never see a half-written set.
 """
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import logging
 import math
-import os
-import shutil
-import uuid
 import warnings
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +27,7 @@ import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from common.build_once import build_folder_once, read_json_file
 from common.io import atomic_write_json, atomic_write_text
 from scene3d.data.demo.furniture import CATEGORY_COLORS
 from scene3d.data.demo.language import (
@@ -526,30 +521,11 @@ Captions: {stats['captions']}
 """
 
 
-def _read_info(root: Path) -> dict | None:
-    try:
-        info = json.loads((root / INFO_NAME).read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    return info if isinstance(info, dict) else None
-
-
 def _is_current(root: Path, args: dict) -> bool:
-    info = _read_info(root)
+    info = read_json_file(root / INFO_NAME)
     return (info is not None and info.get("created_with") == CREATED_WITH and info.get("version") == DEMO_VERSION
             and info.get("args") == args and info.get("scene_graph_config") == graph_config_json()
             and (root / SCANS_DIR).is_dir())
-
-
-@contextlib.contextmanager
-def _exclusive_lock(path: Path) -> Iterator[None]:
-    """Hold an exclusive fcntl lock on `path` (created if needed) for the duration of the block."""
-    with open(path, "a") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 def ensure_demo_scenes(root: str | Path, *, num_scenes: int = 60, seed: int = 0, points_per_scene: int = 30000,
@@ -558,9 +534,8 @@ def ensure_demo_scenes(root: str | Path, *, num_scenes: int = 60, seed: int = 0,
     """Return `root` (resolved), building the demo scenes first if they are absent, were built with other
     arguments, by another version of this code or with other scene-graph defaults (or `force`).
 
-    Concurrency: the build runs under an exclusive lock (`.<root name>.lock` beside `root`) into a temporary
-    sibling folder, which is then renamed to `root`; a caller that waited for the lock finds the fresh build
-    and returns it. Works on POSIX file systems with `fcntl` locks (local disks, most NFS).
+    Concurrency: see `common.build_once.build_folder_once` (exclusive lock, build in a temporary sibling
+    folder, rename into place; a caller that waited for the lock finds the fresh build).
 
     Args: as `build_demo_scenes`; `force` rebuilds even when the existing build matches.
 
@@ -570,31 +545,9 @@ def ensure_demo_scenes(root: str | Path, *, num_scenes: int = 60, seed: int = 0,
     build = {"num_scenes": num_scenes, "seed": seed, "points_per_scene": points_per_scene, "noise_m": noise_m,
              "descriptions_per_kind": descriptions_per_kind, "questions_per_type": questions_per_type}
     args = demo_build_args(**build)
-    root = Path(root).expanduser().resolve()
-    if not force and _is_current(root, args):
-        return root
-    root.parent.mkdir(parents=True, exist_ok=True)
-    with _exclusive_lock(root.parent / f".{root.name}.lock"):
-        if not force and _is_current(root, args):  # another process built it while we waited
-            return root
-        is_demo = (_read_info(root) or {}).get("created_with") == CREATED_WITH
-        if root.exists() and not is_demo and (not root.is_dir() or any(root.iterdir())):
-            raise ValueError(f"{root} exists and is not a demo scene set (no readable {INFO_NAME}); refusing to "
-                             "replace it: pass a new or empty folder")
-        for stale in [*root.parent.glob(f".{root.name}.building-*"), *root.parent.glob(f".{root.name}.old-*")]:
-            shutil.rmtree(stale, ignore_errors=True)  # left by a builder that died; we hold the lock
-        staging = root.parent / f".{root.name}.building-{uuid.uuid4().hex[:12]}"
-        log.info("building the demo scenes (%s) in %s", json.dumps(args), root)
-        try:
-            build_demo_scenes(staging, progress=progress, **build)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-        if root.exists():  # a directory cannot be atomically replaced by rename: move it aside first
-            retired = root.parent / f".{root.name}.old-{uuid.uuid4().hex[:12]}"
-            os.rename(root, retired)
-            os.rename(staging, root)
-            shutil.rmtree(retired, ignore_errors=True)
-        else:
-            os.rename(staging, root)
-    return root
+    return build_folder_once(
+        root, force=force, what="demo scene set",
+        is_current=lambda folder: _is_current(folder, args),
+        is_ours=lambda folder: (read_json_file(folder / INFO_NAME) or {}).get("created_with") == CREATED_WITH,
+        build=lambda staging: build_demo_scenes(staging, progress=progress, **build),
+    )
