@@ -176,8 +176,9 @@ class MedVLPretrainModule(VLPModule):
 
         self.tokenizer = tokenizer_from_json(tokenizer_json)
         self.report_batcher = ReportBatchEncoder(self.tokenizer, max_length=max_length, max_sentences=max_sentences)
-        backbone = vol_kwargs.pop("backbone")
-        self.volume_encoder = VolumeEncoder(backbone, out_dim=embed_dim, **vol_kwargs)
+        encoder_kwargs = dict(vol_kwargs)  # the saved hparams keep "backbone"
+        backbone = encoder_kwargs.pop("backbone")
+        self.volume_encoder = VolumeEncoder(backbone, out_dim=embed_dim, **encoder_kwargs)
         uses_fusion = bool(weights["matching"] or weights["multimodal_mlm"])
         if not uses_fusion:
             text_kwargs["num_cross_attention_layers"] = 0  # no cross-attention weights that never get gradients

@@ -125,3 +125,8 @@ def test_checkpoint_hparams_are_plain_and_rebuild_the_model(tokenizer_json, tmp_
     for (name, a), (_, b) in zip(module.state_dict().items(), rebuilt.state_dict().items()):
         assert torch.equal(a, b), name
     assert rebuilt.tokenizer("lesion")["input_ids"] == module.tokenizer("lesion")["input_ids"]
+
+
+def test_saved_hparams_keep_the_backbone_name(tokenizer_json):
+    module = _module(tokenizer_json, report_contrastive=1.0)
+    assert module.hparams["volume_encoder"]["backbone"] == "swin"
