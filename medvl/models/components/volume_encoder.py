@@ -172,6 +172,11 @@ class VolumeEncoder(nn.Module):
         dropout_path_rate: Swin stochastic-depth rate in [0, 1); must be 0 for ViT (MONAI's ViT has none).
         use_checkpoint: gradient checkpointing of every transformer block while training (saves GPU memory).
         projection_layers: 1 (Linear) or 2 (Linear-GELU-Linear) for every output projection.
+        pooled_norm: "batch" standardises the pooled last-stage feature per channel over the batch
+            (BatchNorm1d without affine, running statistics at eval) before its projection; "none" skips it.
+            A randomly initialised Swin maps different volumes to nearly the same pooled vector (cross-sample
+            std ~1e-3 of the feature scale on the demo set), so a contrastive loss on it starts collapsed;
+            standardising over the batch restores the differences (as in SimCLR's projection head).
 
     Shapes:
         x: (B, in_channels, D, H, W), intensities in [0, 1] -> encode_volume(x) / forward(x): dict with
@@ -209,6 +214,7 @@ class VolumeEncoder(nn.Module):
         dropout_path_rate: float = 0.0,
         use_checkpoint: bool = False,
         projection_layers: int = 1,
+        pooled_norm: str = "batch",
     ) -> None:
         super().__init__()
         if backbone not in ("swin", "vit"):
@@ -246,6 +252,9 @@ class VolumeEncoder(nn.Module):
         self.coarse_proj = head(self._coarse_dim)
         self.tokens_proj = head(self._tokens_dim)
         self.pooled_proj = head(self._tokens_dim)
+        if pooled_norm not in ("batch", "none"):
+            raise ValueError(f"pooled_norm must be 'batch' or 'none', got {pooled_norm!r}")
+        self.pooled_norm = nn.BatchNorm1d(self._tokens_dim, affine=False) if pooled_norm == "batch" else None
 
     # ----------------------------------------------------------------------------------------- construction
     def _init_swin(
@@ -537,10 +546,21 @@ class VolumeEncoder(nn.Module):
             "coarse_grid": self.coarse_grid,
             "tokens": self.tokens_proj(last),
             "tokens_grid": self.tokens_grid,
-            "pooled": self.pooled_proj(last.mean(dim=1)),  # (B, Nt, C) -> (B, C) -> (B, out_dim)
+            "pooled": self.pooled_proj(self._normalise_pooled(last.mean(dim=1))),  # (B, Nt, C) -> (B, C) -> (B, out)
             # last-stage tokens in the pooled feature's space (class activation maps of global models)
-            "pooled_tokens": self.pooled_proj(last),  # (B, Nt, C) -> (B, Nt, out_dim)
+            "pooled_tokens": self.pooled_proj(self._normalise_tokens(last)),  # (B, Nt, C) -> (B, Nt, out_dim)
         }
+
+    def _normalise_pooled(self, pooled: Tensor) -> Tensor:
+        return pooled if self.pooled_norm is None else self.pooled_norm(pooled)
+
+    def _normalise_tokens(self, tokens: Tensor) -> Tensor:
+        """Tokens standardised with the pooled feature's running statistics (no update), so that with a linear
+        projection the mean of "pooled_tokens" tracks "pooled" at eval time."""
+        if self.pooled_norm is None:
+            return tokens
+        norm = self.pooled_norm
+        return (tokens - norm.running_mean) / torch.sqrt(norm.running_var + norm.eps)
 
     def forward(self, x: Tensor) -> dict[str, Any]:
         """Same as `encode_volume`."""

@@ -273,3 +273,19 @@ def test_seeded_construction_and_forward_are_deterministic(make):
             outputs.append(encoder(x))
     for key in ("fine", "coarse", "tokens", "pooled"):
         assert torch.equal(outputs[0][key], outputs[1][key]), key
+
+
+def test_batch_norm_on_the_pooled_feature_spreads_volumes_apart():
+    torch.manual_seed(0)
+    # like CT scans of one body region: a shared anatomy plus small per-volume differences
+    x = (torch.rand(1, 1, 32, 32, 32) + 0.1 * torch.rand(4, 1, 32, 32, 32)).clamp(0, 1)
+    spread = {}
+    for norm in ("none", "batch"):
+        torch.manual_seed(0)
+        encoder = VolumeEncoder("swin", image_size=32, out_dim=8, pooled_norm=norm).train()
+        pooled = F.normalize(encoder(x)["pooled"], dim=-1)
+        spread[norm] = float(pooled.std(dim=0).mean())
+    # a random Swin maps different volumes to nearly the same vector; standardising over the batch undoes it
+    assert spread["batch"] > 10 * spread["none"]
+    with pytest.raises(ValueError, match="pooled_norm"):
+        VolumeEncoder("swin", image_size=32, out_dim=8, pooled_norm="layer")
