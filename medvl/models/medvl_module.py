@@ -186,6 +186,10 @@ class MedVLPretrainModule(VLPModule):
                                     max_sentences=max_sentences, max_position_embeddings=max_length,
                                     vision_dim=embed_dim if uses_fusion else None, **text_kwargs)
         hidden = self.text_encoder.hidden_size
+        # Demo and real reports share most of their sentences (normal statements), so a fresh encoder gives
+        # nearly the same [CLS] vector for every report; standardising it over the batch (as the volume
+        # encoder does for its pooled feature) lets the contrastive loss see the differences from step one.
+        self.report_norm = torch.nn.BatchNorm1d(hidden, affine=False)
         self.report_proj = ProjectionHead(hidden, embed_dim)
         self.clip = ClipInfoNCELoss(init_temperature=temperature, loss_name="report_contrastive_loss")
         if weights["sentence_alignment"]:
@@ -248,7 +252,16 @@ class MedVLPretrainModule(VLPModule):
         Shapes:
             len(sentences) = B -> (B, embed_dim)
         """
-        return self.report_proj(self.text_encoder.encode_text(self.encode_reports(sentences))["report"])
+        return self.project_report(self.text_encoder.encode_text(self.encode_reports(sentences))["report"])
+
+    def project_report(self, report_cls: Tensor) -> Tensor:
+        """Report [CLS] states (B, hidden) -> shared space (B, embed_dim): batch standardisation + projection.
+
+        A batch of one (e.g. one prompt) in training mode is standardised with the running statistics."""
+        if self.training and report_cls.shape[0] == 1:
+            norm = self.report_norm
+            return self.report_proj((report_cls - norm.running_mean) / torch.sqrt(norm.running_var + norm.eps))
+        return self.report_proj(self.report_norm(report_cls))
 
     def forward(self, images: Tensor, sentences: Sequence[Sequence[str]]) -> dict[str, Tensor]:
         """Global embeddings of both modalities: {"volume": (B, E), "report": (B, E)}."""
@@ -266,7 +279,7 @@ class MedVLPretrainModule(VLPModule):
         vision = self.encode_volume(images)
         text = self.text_encoder.encode_text(text_inputs)
         volume_emb = vision["pooled"]
-        report_emb = self.report_proj(text["report"])
+        report_emb = self.project_report(text["report"])
         out: dict[str, Tensor] = {}
 
         if w["report_contrastive"]:

@@ -552,7 +552,11 @@ class VolumeEncoder(nn.Module):
         }
 
     def _normalise_pooled(self, pooled: Tensor) -> Tensor:
-        return pooled if self.pooled_norm is None else self.pooled_norm(pooled)
+        if self.pooled_norm is None:
+            return pooled
+        if self.training and pooled.shape[0] == 1:  # batch statistics need two samples: use the running ones
+            return self._normalise_tokens(pooled)
+        return self.pooled_norm(pooled)
 
     def _normalise_tokens(self, tokens: Tensor) -> Tensor:
         """Tokens standardised with the pooled feature's running statistics (no update), so that with a linear
