@@ -113,7 +113,6 @@ def test_torchscript_reproduces_pytorch(pretrained):
         torch.testing.assert_close(found, want, atol=1e-5, rtol=1e-4)
 
 
-@pytest.mark.slow
 def test_onnx_reproduces_pytorch_at_another_batch_size(pretrained, tmp_path):
     import onnxruntime
 

@@ -102,7 +102,6 @@ def test_resume_continues_from_the_saved_step(trained_run):
     assert again["trainer/global_step"] == 2 * steps_one_epoch
 
 
-@pytest.mark.slow
 def test_two_process_ddp_training_on_cpu(tmp_path):
     """The user's command line with trainer=ddp on 2 CPU processes (gloo): Lightning re-launches the script."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}

@@ -54,7 +54,6 @@ def test_bundle_layout_and_only_monai_torch_references(bundle):
     assert not any("medvl" in text or "common." in text for text in _expressions(config))
 
 
-@pytest.mark.slow  # a fresh Python importing MONAI and torch: ~10 s on 2 CPU cores
 def test_bundle_runs_in_a_subprocess_like_our_segmenter(bundle, tmp_path):
     folder, network, image, _ = bundle
     command = ("from monai.bundle import run; run(config_file='configs/inference.json', "
@@ -69,7 +68,6 @@ def test_bundle_runs_in_a_subprocess_like_our_segmenter(bundle, tmp_path):
     np.testing.assert_array_equal(np.asarray(written.dataobj), expected.labels)
 
 
-@pytest.mark.slow
 def test_bundle_runs_with_the_monai_bundle_command(bundle, tmp_path):
     pytest.importorskip("fire", reason="`python -m monai.bundle` needs the `fire` package")
     folder, _, image, _ = bundle

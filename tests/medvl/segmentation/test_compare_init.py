@@ -50,7 +50,6 @@ def test_report_table_json_and_figure(tmp_path, monkeypatch):
     assert (tmp_path / "compare_init.png").read_bytes()[:4] == b"\x89PNG"
 
 
-@pytest.mark.slow  # two tiny fine-tuning runs on a 6-case demo set: ~30 s on 2 CPU cores
 def test_tiny_end_to_end(tmp_path, tiny_export):
     report = compare_initialisations(
         tiny_export, n_train=2, steps=2, eval_every=1, n_eval=1, out=tmp_path / "out",

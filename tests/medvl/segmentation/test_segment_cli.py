@@ -42,7 +42,6 @@ def real_ct_run(tmp_path_factory, shared_data, tiny_export):
     return tmp, cfg, metrics, data, ct
 
 
-@pytest.mark.slow  # Lightning on the real CT: ~20 s (shared fixture) on 2 CPU cores
 def test_training_writes_metrics_checkpoints_and_a_bundle(real_ct_run):
     tmp, cfg, metrics, _, _ = real_ct_run
     run = Path(cfg.paths.output_dir)
@@ -57,7 +56,6 @@ def test_training_writes_metrics_checkpoints_and_a_bundle(real_ct_run):
     assert metadata["pred_classes"] == {"0": "background", "1": "liver", "2": "spleen", "3": "kidney"}
 
 
-@pytest.mark.slow
 def test_predict_writes_a_label_map_on_the_input_grid(real_ct_run):
     tmp, cfg, _, _, ct = real_ct_run
     out = tmp / "predict"
@@ -72,7 +70,6 @@ def test_predict_writes_a_label_map_on_the_input_grid(real_ct_run):
     assert set(np.unique(np.asarray(prediction.dataobj)).tolist()) <= {0, 1, 2, 3}
 
 
-@pytest.mark.slow
 def test_evaluate_reports_dice_per_class(real_ct_run):
     tmp, cfg, _, data, _ = real_ct_run
     checkpoint = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
