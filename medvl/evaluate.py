@@ -16,7 +16,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from common.io import atomic_write_json, atomic_write_text
-from common.lightning.runner import _instantiate_collection, _scalars
+from common.lightning.runner import instantiate_collection, scalar_metrics
 from medvl.models.medvl_module import MedVLPretrainModule
 
 
@@ -48,14 +48,14 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     if list(datamodule.label_names) != list(model.label_names):
         model.label_names = list(datamodule.label_names)  # zero-shot prompts follow the evaluated data's findings
 
-    loggers = _instantiate_collection(cfg.get("logger"))
+    loggers = instantiate_collection(cfg.get("logger"))
     trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False, default_root_dir=str(output_dir),
                                      callbacks=[])
     results = trainer.test(model, datamodule=datamodule)
     metrics = {}
     for result in results:
-        metrics.update(_scalars(result))
-    metrics.update(_scalars(trainer.callback_metrics))
+        metrics.update(scalar_metrics(result))
+    metrics.update(scalar_metrics(trainer.callback_metrics))
     if trainer.is_global_zero:
         atomic_write_json(output_dir / "metrics.json", metrics)
         atomic_write_text(output_dir / "evaluated_checkpoint.txt", f"{ckpt_path.resolve()}\n")

@@ -25,7 +25,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from common.io import atomic_write_json, atomic_write_text
-from common.lightning.runner import resolve_resume_checkpoint
+from common.lightning.runner import instantiate_collection, resolve_resume_checkpoint, scalar_metrics
 from medvl.segmentation.bundle import write_bundle
 from medvl.segmentation.module import SegmentationModule, load_segmentation_module
 
@@ -59,39 +59,10 @@ def segment(cfg: DictConfig) -> dict[str, Any]:
     return predict_segmentation(cfg)
 
 
-def _instantiate_all(node: Any) -> list[Any]:
-    """Instantiate every ``_target_`` entry of a mapping of configs (callbacks / loggers), skipping empty ones."""
-    if not node:
-        return []
-    objects = []
-    for name, sub in node.items():
-        if sub is None:
-            continue
-        if "_target_" not in sub:
-            raise ValueError(f"config entry '{name}' has no _target_; every callback / logger needs one")
-        objects.append(instantiate(sub))
-    return objects
-
-
 def _trainer(cfg: DictConfig, output_dir: Path, *, with_callbacks: bool = True) -> L.Trainer:
-    callbacks = _instantiate_all(cfg.get("callbacks")) if with_callbacks else []
-    loggers = _instantiate_all(cfg.get("logger"))
+    callbacks = instantiate_collection(cfg.get("callbacks")) if with_callbacks else []
+    loggers = instantiate_collection(cfg.get("logger"))
     return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, default_root_dir=str(output_dir))
-
-
-def _scalars(metrics: Mapping[str, Any]) -> dict[str, float]:
-    """Scalar metrics as floats (Lightning's "_step" / "_epoch" twins of a logged name dropped)."""
-    out = {}
-    for name, value in metrics.items():
-        if name.endswith("_step") or (name.endswith("_epoch") and name[: -len("_epoch")] in metrics):
-            continue
-        if isinstance(value, torch.Tensor):
-            if value.numel() != 1:
-                continue
-            value = value.item()
-        if isinstance(value, (int, float)):
-            out[str(name)] = float(value)
-    return out
 
 
 def _require_checkpoint(cfg: DictConfig, mode: str) -> Path:
@@ -119,11 +90,11 @@ def train_segmentation(cfg: DictConfig) -> dict[str, Any]:
     model: SegmentationModule = instantiate(cfg.model, **datamodule.model_kwargs())
     trainer = _trainer(cfg, output_dir)
     trainer.fit(model, datamodule=datamodule, ckpt_path=resolve_resume_checkpoint(cfg, output_dir), weights_only=True)
-    metrics = _scalars(trainer.callback_metrics)
+    metrics = scalar_metrics(trainer.callback_metrics)
     best = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
     if cfg.get("test", True) and len(datamodule.datasets["test"]):
         for result in trainer.test(model, datamodule=datamodule, ckpt_path=best, weights_only=True):
-            metrics.update(_scalars(result))
+            metrics.update(scalar_metrics(result))
     metrics["trainer/global_step"] = float(trainer.global_step)
     if trainer.is_global_zero:
         if cfg.get("bundle", True):
@@ -163,7 +134,7 @@ def evaluate_segmentation(cfg: DictConfig) -> dict[str, Any]:
     trainer = _trainer(cfg, output_dir, with_callbacks=False)
     metrics: dict[str, Any] = {}
     for result in trainer.test(module, datamodule=datamodule):
-        metrics.update(_scalars(result))
+        metrics.update(scalar_metrics(result))
     if trainer.is_global_zero:
         atomic_write_json(output_dir / "metrics.json", metrics)
         print(f"Run directory: {output_dir.resolve()}")

@@ -57,8 +57,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
         model_kwargs = dict(datamodule.model_kwargs())
     model = instantiate(cfg.model, **model_kwargs)
 
-    callbacks = _instantiate_collection(cfg.get("callbacks"))
-    loggers = _instantiate_collection(cfg.get("logger"))
+    callbacks = instantiate_collection(cfg.get("callbacks"))
+    loggers = instantiate_collection(cfg.get("logger"))
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
                                      default_root_dir=str(output_dir))
 
@@ -67,13 +67,13 @@ def run(cfg: DictConfig) -> dict[str, float]:
         log.info("Resuming from %s", ckpt_path)
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
 
-    metrics = _scalars(trainer.callback_metrics)
+    metrics = scalar_metrics(trainer.callback_metrics)
     if cfg.get("test", True):
         best = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
         test_results = trainer.test(model, datamodule=datamodule, ckpt_path=best, weights_only=True)
         for result in test_results:
-            metrics.update(_scalars(result))
-        metrics.update(_scalars(trainer.callback_metrics))
+            metrics.update(scalar_metrics(result))
+        metrics.update(scalar_metrics(trainer.callback_metrics))
     metrics["trainer/global_step"] = float(trainer.global_step)
     metrics["trainer/epoch"] = float(trainer.current_epoch)
 
@@ -101,7 +101,7 @@ def resolve_resume_checkpoint(cfg: DictConfig, output_dir: Path) -> str | None:
     return None
 
 
-def _instantiate_collection(node: Any) -> list[Any]:
+def instantiate_collection(node: Any) -> list[Any]:
     """Instantiate every ``_target_`` entry of a mapping of configs (callbacks / loggers); skip empty ones."""
     if not node:
         return []
@@ -117,7 +117,7 @@ def _instantiate_collection(node: Any) -> list[Any]:
     return objects
 
 
-def _scalars(metrics: Mapping[str, Any]) -> dict[str, float]:
+def scalar_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
     """Scalar metrics as floats; Lightning's per-step / per-epoch twins of a logged name are dropped."""
     out = {}
     for name, value in metrics.items():

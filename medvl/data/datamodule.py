@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 from lightning import LightningDataModule
 from monai.data import DataLoader
-from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from common.lightning.hparams import plain_container
 from common.text.tokenizer import load_tokenizer, tokenizer_to_json, train_wordpiece_tokenizer
 from medvl.data.collate import collate_ct_reports
 from medvl.data.dataset import CTReportDataset, label_names_of
@@ -22,13 +22,6 @@ logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
 DEMO_SUBDIR = "medvl_demo"
-
-
-def _to_plain(value: Any) -> Any:
-    """OmegaConf containers -> plain dicts / lists (anything else unchanged)."""
-    if isinstance(value, (DictConfig, ListConfig)):
-        return OmegaConf.to_container(value, resolve=True)
-    return value
 
 
 def _patient_of(record: ManifestRecord) -> str:
@@ -168,8 +161,8 @@ class CTReportDataModule(LightningDataModule):
         if demo is not None and not isinstance(demo, Mapping):
             raise ValueError(f"demo must be a mapping of ensure_demo_dataset arguments, got {type(demo).__name__}")
         # Hydra passes DictConfigs: store plain containers so checkpoints load with weights_only=True.
-        demo, augment, tokenizer = _to_plain(demo), _to_plain(augment), _to_plain(tokenizer)
-        preprocess = _to_plain(preprocess)
+        demo, augment, tokenizer = plain_container(demo), plain_container(augment), plain_container(tokenizer)
+        preprocess = plain_container(preprocess)
         # preprocess and label_names are logged by the model (resolved values); logging both would clash
         self.save_hyperparameters(ignore=["preprocess", "label_names"])
         self.manifest = manifest

@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from common.layers.projection import ProjectionHead
+from common.lightning.hparams import plain_container
 from common.lightning.vlp_module import VLPModule
 from common.losses.contrastive import ClipInfoNCELoss
 from common.losses.local_alignment import LocalAlignmentLoss
@@ -73,22 +74,6 @@ DEFAULT_VOLUME_ENCODER = {"backbone": "swin", "feature_size": 12, "depths": (2, 
 DEFAULT_TEXT_ENCODER = {"hidden_size": 128, "num_layers": 4, "num_heads": 4, "num_cross_attention_layers": 2,
                         "dropout": 0.1}
 DEFAULT_SSL = {"block_size": 8, "mask_ratio": 0.3, "rotation_classes": 4}
-
-
-def _plain(value: Any) -> Any:
-    """DictConfig / ListConfig / tuples -> plain dicts and lists (checkpoints load with weights_only=True)."""
-    try:
-        from omegaconf import DictConfig, ListConfig, OmegaConf
-
-        if isinstance(value, (DictConfig, ListConfig)):
-            return OmegaConf.to_container(value, resolve=True)
-    except ImportError:  # pragma: no cover - omegaconf ships with hydra, a dependency
-        pass
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
 
 
 def _organ_family(name: str) -> str:
@@ -142,28 +127,28 @@ class MedVLPretrainModule(VLPModule):
         scheduler_interval: str = "step",
     ) -> None:
         super().__init__(optimizer=optimizer, scheduler=scheduler, scheduler_interval=scheduler_interval)
-        preprocess = _plain(preprocess)
+        preprocess = plain_container(preprocess)
         weights = {name: 1.0 for name in OBJECTIVES}
-        unknown = set(_plain(loss_weights or {})) - set(OBJECTIVES)
+        unknown = set(plain_container(loss_weights or {})) - set(OBJECTIVES)
         if unknown:
             raise ValueError(f"unknown objectives {sorted(unknown)} in loss_weights; known: {list(OBJECTIVES)}")
-        weights.update({k: float(v) for k, v in _plain(loss_weights or {}).items()})
+        weights.update({k: float(v) for k, v in plain_container(loss_weights or {}).items()})
         if not any(weights.values()):
             raise ValueError("every objective has weight 0: switch on at least one in loss_weights")
         spatial_size = preprocess.get("spatial_size")
         if not spatial_size:
             raise ValueError("preprocess.spatial_size must be set: the encoder needs a fixed input size")
-        vol_kwargs = {**DEFAULT_VOLUME_ENCODER, **_plain(volume_encoder or {})}
+        vol_kwargs = {**DEFAULT_VOLUME_ENCODER, **plain_container(volume_encoder or {})}
         if "image_size" in vol_kwargs and list(vol_kwargs["image_size"]) != list(spatial_size):
             raise ValueError(f"volume_encoder.image_size {vol_kwargs['image_size']} differs from the data's "
                              f"preprocess.spatial_size {spatial_size}; set only the data's spatial_size")
         vol_kwargs["image_size"] = list(spatial_size)
-        text_kwargs = {**DEFAULT_TEXT_ENCODER, **_plain(text_encoder or {})}
-        ssl_options = {**DEFAULT_SSL, **_plain(ssl or {})}
-        templates = _plain(zeroshot_templates or {})
+        text_kwargs = {**DEFAULT_TEXT_ENCODER, **plain_container(text_encoder or {})}
+        ssl_options = {**DEFAULT_SSL, **plain_container(ssl or {})}
+        templates = plain_container(zeroshot_templates or {})
         self.save_hyperparameters({
             "tokenizer_json": tokenizer_json, "label_names": list(label_names), "preprocess": preprocess,
-            "organ_labels": {str(k): int(v) for k, v in _plain(organ_labels or {}).items()},
+            "organ_labels": {str(k): int(v) for k, v in plain_container(organ_labels or {}).items()},
             "volume_encoder": vol_kwargs, "text_encoder": text_kwargs, "embed_dim": embed_dim,
             "loss_weights": weights, "ssl": ssl_options, "mlm_probability": mlm_probability,
             "temperature": temperature, "max_sentences": max_sentences, "max_length": max_length,

@@ -20,9 +20,9 @@ from monai.data import MetaTensor
 from monai.losses import DiceCELoss
 from monai.metrics import DiceMetric
 from monai.networks.utils import one_hot
-from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import Tensor
 
+from common.lightning.hparams import plain_container
 from common.export import WeightsFileError, load_checkpoint, load_weights, state_dict_from_checkpoint
 from common.lightning.vlp_module import VLPModule
 from medvl.data.transforms import PreprocessConfig
@@ -30,17 +30,6 @@ from medvl.segmentation.inference import BLEND_MODES, SlidingWindowSegmenter, sl
 from medvl.segmentation.network import build_segmentation_network, check_roi_size, network_spec
 
 __all__ = ["SegmentationModule", "load_segmentation_module"]
-
-
-def _plain(value: Any) -> Any:
-    """OmegaConf containers / tuples -> plain dicts and lists (checkpoints load with weights_only=True)."""
-    if isinstance(value, (DictConfig, ListConfig)):
-        return OmegaConf.to_container(value, resolve=True)
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
 
 
 def _tensor(x: Tensor) -> Tensor:
@@ -103,13 +92,13 @@ class SegmentationModule(VLPModule):
         if pretrained and network_spec is None and export_dir is None:
             raise ValueError("pretrained=true needs export_dir (a `python -m medvl.export` folder); "
                              "set pretrained=false with architecture=... for a randomly initialised network")
-        spec = dict(_plain(network_spec)) if network_spec is not None else network_spec_of(export_dir, architecture)
+        spec = dict(plain_container(network_spec)) if network_spec is not None else network_spec_of(export_dir, architecture)
         roi = list(check_roi_size(spec, roi_size))
-        preprocess = PreprocessConfig.from_dict(_plain(preprocess)).to_dict()
+        preprocess = PreprocessConfig.from_dict(plain_container(preprocess)).to_dict()
         self.save_hyperparameters({
             "class_names": class_names, "preprocess": preprocess, "roi_size": roi,
             "export_dir": str(export_dir) if export_dir is not None else None, "pretrained": bool(pretrained),
-            "architecture": _plain(architecture), "network_spec": spec, "dice_weight": float(dice_weight),
+            "architecture": plain_container(architecture), "network_spec": spec, "dice_weight": float(dice_weight),
             "ce_weight": float(ce_weight), "sw_batch_size": int(sw_batch_size), "overlap": float(overlap),
             "blend_mode": blend_mode, "scheduler_interval": scheduler_interval,
         })
@@ -190,7 +179,7 @@ class SegmentationModule(VLPModule):
 
 def network_spec_of(export_dir: str | Path | None, architecture: Mapping[str, Any] | None) -> dict[str, Any]:
     """``network_spec`` from an export folder or VolumeEncoder arguments (plain values)."""
-    return network_spec(export_dir=export_dir, architecture=_plain(architecture) if architecture is not None else None)
+    return network_spec(export_dir=export_dir, architecture=plain_container(architecture) if architecture is not None else None)
 
 
 def load_segmentation_module(ckpt_path: str | Path, map_location: str | torch.device = "cpu") -> SegmentationModule:

@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from lightning import LightningDataModule
-from omegaconf import DictConfig, ListConfig, OmegaConf
 from rich.progress import Progress
 from torch.utils.data import DataLoader
 
+from common.lightning.hparams import plain_container
 from common.text.tokenizer import load_tokenizer, tokenizer_to_json, train_wordpiece_tokenizer
 from scene3d.data.demo import ensure_demo_scenes
 from scene3d.data.labels import SCANREFER_CLASSES
@@ -46,13 +46,6 @@ SPLITS = ("train", "val", "test")
 DEMO_SUBDIR = "scene3d_demo"
 SCANS_DIR = "scans"
 _TOKENIZER_OPTIONS = {"vocab_size", "min_frequency", "pretrained_dir"}
-
-
-def _plain(value: Any) -> Any:
-    """OmegaConf containers -> plain dicts / lists (anything else unchanged)."""
-    if isinstance(value, (DictConfig, ListConfig)):
-        return OmegaConf.to_container(value, resolve=True)
-    return value
 
 
 def _positive_int(name: str, value: Any) -> int:
@@ -132,8 +125,8 @@ class ScenePretrainDataModule(LightningDataModule):
             raise ValueError(f"num_workers must be an int >= 0, got {num_workers!r}")
         if not (isinstance(mom_mask_ratio, (int, float)) and 0.0 < mom_mask_ratio < 1.0):
             raise ValueError(f"mom_mask_ratio must be in (0, 1), got {mom_mask_ratio!r}")
-        demo, graph, tokenizer = _plain(demo), _plain(graph), _plain(tokenizer)
-        structure_classes = tuple(_plain(structure_classes))
+        demo, graph, tokenizer = plain_container(demo), plain_container(graph), plain_container(tokenizer)
+        structure_classes = tuple(plain_container(structure_classes))
         if demo is not None and not isinstance(demo, Mapping):
             raise ValueError(f"demo must be a mapping of ensure_demo_scenes arguments, got {type(demo).__name__}")
         try:

@@ -54,6 +54,7 @@ from torch_geometric.utils import scatter, to_dense_batch
 
 from common.layers.cross_attention import CrossAttentionFusion
 from common.layers.projection import ProjectionHead
+from common.lightning.hparams import plain_container
 from common.lightning.vlp_module import VLPModule
 from common.losses.contrastive import ClipInfoNCELoss
 from common.losses.masked_modeling import MaskedCategoryLoss, MaskedLanguageModelingLoss, mask_tokens
@@ -85,24 +86,8 @@ DEFAULT_TEXT_ENCODER = {"hidden_size": 64, "num_layers": 2, "num_heads": 2, "int
 DEFAULT_FUSION = {"num_layers": 1, "num_heads": 2}
 
 
-def _plain(value: Any) -> Any:
-    """DictConfig / ListConfig / tuples -> plain dicts and lists (checkpoints load with weights_only=True)."""
-    try:
-        from omegaconf import DictConfig, ListConfig, OmegaConf
-
-        if isinstance(value, (DictConfig, ListConfig)):
-            return OmegaConf.to_container(value, resolve=True)
-    except ImportError:  # pragma: no cover - omegaconf ships with hydra, a dependency
-        pass
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
-
-
 def _options(name: str, given: Mapping[str, Any] | None, defaults: Mapping[str, Any]) -> dict[str, Any]:
-    given = _plain(given or {})
+    given = plain_container(given or {})
     unknown = set(given) - set(defaults)
     if unknown:
         raise ValueError(f"unknown {name} options {sorted(unknown)}; known: {sorted(defaults)}")
@@ -197,14 +182,14 @@ class Scene3DPretrainModule(VLPModule):
         if context not in CONTEXTS:
             raise ValueError(f"context must be one of {CONTEXTS} ('objectwise' = no graph), got {context!r}")
         weights = {name: 1.0 for name in OBJECTIVES}
-        given = _plain(loss_weights or {})
+        given = plain_container(loss_weights or {})
         unknown = set(given) - set(OBJECTIVES)
         if unknown:
             raise ValueError(f"unknown objectives {sorted(unknown)} in loss_weights; known: {list(OBJECTIVES)}")
         weights.update({k: float(v) for k, v in given.items()})
         if not any(weights.values()):
             raise ValueError("every objective has weight 0: switch on at least one in loss_weights")
-        class_names, class_counts = list(_plain(class_names)), [int(c) for c in _plain(class_counts)]
+        class_names, class_counts = list(plain_container(class_names)), [int(c) for c in plain_container(class_counts)]
         if len(class_names) != len(class_counts) or len(class_names) < 2:
             raise ValueError(f"class_counts ({len(class_counts)}) must give one count per class name "
                              f"({len(class_names)}), with at least 2 classes")

@@ -10,7 +10,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from common.lightning.checkpoint_io import AtomicCheckpointIO
-from common.lightning.runner import _instantiate_collection
+from common.lightning.runner import instantiate_collection
 
 CONFIG_ROOT = Path(__file__).resolve().parents[2] / "configs"
 
@@ -52,7 +52,7 @@ def test_every_callback_and_logger_config_instantiates(group_file, tmp_path):
     if name == "tensorboard":
         pytest.importorskip("tensorboard")
     cfg = _compose(f"+{group}={name}", f"paths.output_dir={tmp_path}")
-    objects = _instantiate_collection(cfg.get(group))
+    objects = instantiate_collection(cfg.get(group))
     assert len(objects) == len([v for v in (cfg.get(group) or {}).values() if v])
 
 
