@@ -20,6 +20,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from common.benchmarking import (
+    parse_device,
     describe_environment,
     format_bytes,
     measure_matmul_peak_gflops,
@@ -94,14 +95,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0 (default: cpu)")
     parser.add_argument("--quick", action="store_true", help="smaller sizes and fewer repeats (a smoke run)")
     args = parser.parse_args()
-    try:
-        device = torch.device(args.device)
-    except RuntimeError:
-        parser.error(f"--device {args.device!r} is not a torch device (use e.g. cpu or cuda:0)")
-    if device.type not in ("cpu", "cuda"):
-        parser.error(f"--device {args.device}: only cpu and cuda are supported")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        parser.error(f"--device {args.device}: CUDA is not available in this torch build / on this machine")
+    device = parse_device(parser, args.device)
 
     batch_sizes = [256, 512, 1024] if args.quick else [256, 512, 1024, 2048, 4096]
     num_pairs = 2_000 if args.quick else 10_000

@@ -50,6 +50,7 @@ from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode
 
 from common.benchmarking import (
+    parse_device,
     describe_environment,
     format_bytes,
     measure_matmul_peak_gflops,
@@ -244,14 +245,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--data-root", default=None,
                         help="folder for the demo sets and their caches (reused across runs; default: a temp dir)")
     args = parser.parse_args()
-    try:
-        device = torch.device(args.device)
-    except RuntimeError:
-        parser.error(f"--device {args.device!r} is not a torch device (use e.g. cpu or cuda:0)")
-    if device.type not in ("cpu", "cuda"):
-        parser.error(f"--device {args.device}: only cpu and cuda are supported")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        parser.error(f"--device {args.device}: CUDA is not available in this torch build / on this machine")
+    device = parse_device(parser, args.device)
     args.device = device
     args.configs = [name.strip() for name in args.configs.split(",") if name.strip()]
     args.objectives = [name.strip() for name in args.objectives.split(",") if name.strip()]

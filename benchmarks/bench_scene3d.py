@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from common.benchmarking import describe_environment, format_bytes, print_table, time_samples
+from common.benchmarking import describe_environment, parse_device, format_bytes, print_table, time_samples
 from scene3d.data.scannet import read_scannet_scene, write_scannet_scene
 from scene3d.data.scene_graph import SceneGraphConfig, build_scene_graph
 
@@ -171,14 +171,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true",
                         help="1 timed repeat per row and a smaller demo set for the training step")
     args = parser.parse_args()
-    try:
-        args.device = torch.device(args.device)
-    except RuntimeError:
-        parser.error(f"--device {args.device!r} is not a torch device (use e.g. cpu or cuda:0)")
-    if args.device.type not in ("cpu", "cuda"):
-        parser.error(f"--device {args.device}: only cpu and cuda are supported")
-    if args.device.type == "cuda" and not torch.cuda.is_available():
-        parser.error(f"--device {args.device}: CUDA is not available in this torch build / on this machine")
+    args.device = parse_device(parser, args.device)
     return args
 
 

@@ -1,6 +1,7 @@
 """Helpers shared by the benchmark scripts: timing, peak memory, matmul peak and rich tables."""
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import statistics
@@ -211,3 +212,16 @@ def print_table(
         if not console.is_terminal:  # piped to a file: rich would squeeze the table into 80 columns
             console = Console(width=160)
     console.print(table)
+
+
+def parse_device(parser: argparse.ArgumentParser, value: str) -> torch.device:
+    """The ``--device`` argument of a benchmark script as a torch device, or ``parser.error`` saying why not."""
+    try:
+        device = torch.device(value)
+    except RuntimeError:
+        parser.error(f"--device {value!r} is not a torch device (use e.g. cpu or cuda:0)")
+    if device.type not in ("cpu", "cuda"):
+        parser.error(f"--device {value}: only cpu and cuda are supported")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error(f"--device {value}: CUDA is not available in this torch build / on this machine")
+    return device

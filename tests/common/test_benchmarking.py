@@ -78,3 +78,18 @@ def test_format_bytes() -> None:
     assert format_bytes(512) == "512 B"
     assert format_bytes(1536) == "1.5 KiB"
     assert format_bytes(3 * 1024**3) == "3.0 GiB"
+
+
+def test_parse_device_accepts_cpu_and_rejects_bad_values():
+    import argparse
+
+    import pytest
+    import torch
+
+    from common.benchmarking import parse_device
+
+    parser = argparse.ArgumentParser()
+    assert parse_device(parser, "cpu") == torch.device("cpu")
+    for bad in ("gpu0", "meta"):
+        with pytest.raises(SystemExit):
+            parse_device(parser, bad)
