@@ -25,7 +25,12 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from common.io import atomic_write_json, atomic_write_text
-from common.lightning.runner import instantiate_collection, resolve_resume_checkpoint, scalar_metrics
+from common.lightning.runner import (
+    best_checkpoint_path,
+    instantiate_collection,
+    resolve_resume_checkpoint,
+    scalar_metrics,
+)
 from medvl.segmentation.bundle import write_bundle
 from medvl.segmentation.module import SegmentationModule, load_segmentation_module
 
@@ -91,7 +96,7 @@ def train_segmentation(cfg: DictConfig) -> dict[str, Any]:
     trainer = _trainer(cfg, output_dir)
     trainer.fit(model, datamodule=datamodule, ckpt_path=resolve_resume_checkpoint(cfg, output_dir), weights_only=True)
     metrics = scalar_metrics(trainer.callback_metrics)
-    best = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
+    best = best_checkpoint_path(trainer)
     if cfg.get("test", True) and len(datamodule.datasets["test"]):
         for result in trainer.test(model, datamodule=datamodule, ckpt_path=best, weights_only=True):
             metrics.update(scalar_metrics(result))

@@ -69,7 +69,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
 
     metrics = scalar_metrics(trainer.callback_metrics)
     if cfg.get("test", True):
-        best = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
+        best = best_checkpoint_path(trainer)
         test_results = trainer.test(model, datamodule=datamodule, ckpt_path=best, weights_only=True)
         for result in test_results:
             metrics.update(scalar_metrics(result))
@@ -81,6 +81,15 @@ def run(cfg: DictConfig) -> dict[str, float]:
         atomic_write_json(output_dir / "metrics.json", metrics)
         print(f"Run directory: {output_dir.resolve()}")
     return metrics
+
+
+def best_checkpoint_path(trainer: L.Trainer) -> str | None:
+    """Path of the best checkpoint of the trainer's monitoring `ModelCheckpoint` (the one with a `monitor`),
+    or None when there is none or it saved nothing (then `trainer.test` uses the current weights)."""
+    for callback in trainer.checkpoint_callbacks:
+        if getattr(callback, "monitor", None) and getattr(callback, "best_model_path", ""):
+            return callback.best_model_path
+    return None
 
 
 def resolve_resume_checkpoint(cfg: DictConfig, output_dir: Path) -> str | None:

@@ -5,12 +5,15 @@ from pathlib import Path
 
 import lightning as L
 import pytest
+import torch
 from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import OmegaConf
+from torch.utils.data import DataLoader, TensorDataset
 
 from common.lightning.checkpoint_io import AtomicCheckpointIO
-from common.lightning.runner import instantiate_collection
+from common.lightning.runner import best_checkpoint_path, instantiate_collection
 
 CONFIG_ROOT = Path(__file__).resolve().parents[2] / "configs"
 
@@ -66,3 +69,37 @@ def test_paths_follow_project_root(monkeypatch):
 def test_hydra_run_dir_is_under_outputs():
     cfg = OmegaConf.to_container(OmegaConf.load(CONFIG_ROOT / "hydra" / "default.yaml"))  # unresolved
     assert cfg["run"]["dir"].startswith("${paths.log_dir}/${task_name}/runs/")
+
+
+class _WorseEveryEpoch(L.LightningModule):
+    """One weight; validation loss = epoch index, so the best epoch is the first and every later one is worse."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+
+    def training_step(self, batch, batch_idx):
+        return (self.weight - batch[0]).pow(2).mean()
+
+    def validation_step(self, batch, batch_idx):
+        self.log("val/loss", float(self.current_epoch))
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def test_default_callbacks_refresh_last_checkpoint_every_epoch_and_keep_the_best(tmp_path):
+    # Lightning >= 2.5's save_last only refreshes last.ckpt in epochs that improve the monitored metric; the
+    # default callbacks must still leave the newest epoch in last.ckpt (resume) and the best one in best-*.ckpt.
+    cfg = _compose("+callbacks=default", f"paths.output_dir={tmp_path}")
+    callbacks = [c for c in instantiate_collection(cfg.callbacks) if isinstance(c, ModelCheckpoint)]
+    data = DataLoader(TensorDataset(torch.ones(4, 1)), batch_size=2)
+    trainer = L.Trainer(max_epochs=3, callbacks=callbacks, logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, accelerator="cpu")
+    trainer.fit(_WorseEveryEpoch(), train_dataloaders=data, val_dataloaders=data)
+    last = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert (last["epoch"], last["global_step"]) == (2, 6)
+    best = best_checkpoint_path(trainer)
+    assert best is not None and Path(best).name == "best-epoch000.ckpt"
+    assert torch.load(best, map_location="cpu", weights_only=True)["epoch"] == 0
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["best-epoch000.ckpt", "last.ckpt"]
