@@ -25,6 +25,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="random seed [0]")
     parser.add_argument("--no-holdout-phrasings", dest="holdout_phrasings", action="store_false",
                         help="let the test split use the training phrasings too")
+    parser.add_argument("--anatomy-variation", type=float, default=1.0,
+                        help="phantom anatomy variation in [0, 1]: 1 = full per-case variation, 0 = one anatomy [1.0]")
     parser.add_argument("--real-ct", help="real-anatomy mode: a NIfTI CT to insert findings into")
     parser.add_argument("--real-mask", help="real-anatomy mode: its multilabel organ mask (NIfTI)")
     parser.add_argument("--real-labels", help="real-anatomy mode: JSON {label id: structure name}")
@@ -40,7 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         manifest = ensure_demo_dataset(
             args.out_dir, num_cases=args.num_cases, size=args.size, spacing_mm=args.spacing_mm, seed=args.seed,
-            holdout_phrasings=args.holdout_phrasings, real_ct=args.real_ct, real_mask=args.real_mask,
+            holdout_phrasings=args.holdout_phrasings,
+            anatomy_variation=args.anatomy_variation, real_ct=args.real_ct, real_mask=args.real_mask,
             real_labels=args.real_labels, progress=args.progress, force=args.force,
         )
     except ValueError as err:

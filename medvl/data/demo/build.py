@@ -91,10 +91,11 @@ def _case_rng(seed: int, index: int, stream: int) -> np.random.Generator:
 
 
 def make_phantom_case(index: int, *, seed: int, size: int, spacing_mm: float, split: str,
-                      holdout_phrasings: bool) -> DemoCase:
+                      holdout_phrasings: bool, anatomy_variation: float = 1.0) -> DemoCase:
     """Generate phantom case `index`: plan findings, build anatomy, insert findings, add noise, report."""
     plan = sample_finding_plan(_case_rng(seed, index, 0), FINDING_NAMES, NORMAL_FRACTION)
-    phantom = generate_phantom(size, spacing_mm, _case_rng(seed, index, 1), splenomegaly="splenomegaly" in plan)
+    phantom = generate_phantom(size, spacing_mm, _case_rng(seed, index, 1), splenomegaly="splenomegaly" in plan,
+                               anatomy_variation=anatomy_variation)
     finding_mask = np.zeros(phantom.hu.shape, dtype=np.uint8)
     ctx = InsertionContext(phantom.hu, phantom.organs, ORGAN_LABELS, (spacing_mm,) * 3, finding_mask,
                            anatomy_scale=phantom.anatomy_scale, lesion_noise_hu=0.0)
@@ -199,7 +200,7 @@ def _file_fingerprint(path: str | Path) -> dict:
 
 
 def demo_build_args(*, num_cases: int = 160, size: int = 64, spacing_mm: float = 5.0, seed: int = 0,
-                    holdout_phrasings: bool = True, real_ct: str | Path | None = None,
+                    holdout_phrasings: bool = True, anatomy_variation: float = 1.0, real_ct: str | Path | None = None,
                     real_mask: str | Path | None = None, real_labels: str | Path | None = None) -> dict:
     """Check the build arguments and return them as the JSON dict recorded in `dataset_info.json`.
 
@@ -225,7 +226,11 @@ def demo_build_args(*, num_cases: int = 160, size: int = 64, spacing_mm: float =
         raise ValueError(f"size must be an integer in [16, 512] voxels per axis, got {size!r}")
     if not (isinstance(spacing_mm, (int, float, np.floating)) and math.isfinite(spacing_mm) and spacing_mm > 0):
         raise ValueError(f"spacing_mm must be a finite number > 0, got {spacing_mm!r}")
+    if not (isinstance(anatomy_variation, (int, float, np.floating)) and 0.0 <= anatomy_variation <= 1.0):
+        raise ValueError(f"anatomy_variation must be a number in [0, 1], got {anatomy_variation!r}")
     args.update(size=int(size), spacing_mm=float(spacing_mm), real_ct=None, real_mask=None, real_labels=None)
+    if anatomy_variation != 1.0:  # recorded only when set, so builds made before the option stay current
+        args["anatomy_variation"] = float(anatomy_variation)
     return args
 
 
@@ -287,7 +292,8 @@ def _progress(enabled: bool) -> Progress:
 
 
 def build_demo_dataset(out_dir: str | Path, *, num_cases: int = 160, size: int = 64, spacing_mm: float = 5.0,
-                       seed: int = 0, holdout_phrasings: bool = True, real_ct: str | Path | None = None,
+                       seed: int = 0, holdout_phrasings: bool = True, anatomy_variation: float = 1.0,
+                        real_ct: str | Path | None = None,
                        real_mask: str | Path | None = None, real_labels: str | Path | None = None,
                        progress: bool = True) -> Path:
     """Write the demo dataset into `out_dir` (created; must be absent or empty) and return its manifest.
@@ -298,6 +304,7 @@ def build_demo_dataset(out_dir: str | Path, *, num_cases: int = 160, size: int =
         size, spacing_mm: phantom grid `size`^3 voxels of `spacing_mm` (ignored in real-anatomy mode).
         seed: everything (anatomy, findings, noise, reports, splits) is a function of the seed.
         holdout_phrasings: the test split uses held-out report phrasings (see `report_writer`).
+        anatomy_variation: phantom anatomy variation in [0, 1] (see `phantom.generate_phantom`; 1 = full).
         real_ct, real_mask, real_labels: real-anatomy mode (a CT, its label map, its label names JSON).
             All variants come from one patient, so they share one patient_id and the train split.
         progress: show a rich progress bar on stderr.
@@ -306,8 +313,8 @@ def build_demo_dataset(out_dir: str | Path, *, num_cases: int = 160, size: int =
         ValueError: bad arguments (see `demo_build_args`), or `out_dir` exists and is not empty.
     """
     args = demo_build_args(num_cases=num_cases, size=size, spacing_mm=spacing_mm, seed=seed,
-                           holdout_phrasings=holdout_phrasings, real_ct=real_ct, real_mask=real_mask,
-                           real_labels=real_labels)
+                           holdout_phrasings=holdout_phrasings, anatomy_variation=anatomy_variation, real_ct=real_ct,
+                           real_mask=real_mask, real_labels=real_labels)
     out_dir = Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise ValueError(f"{out_dir} exists and is not an empty folder; build the demo dataset into a new folder")
@@ -322,7 +329,7 @@ def build_demo_dataset(out_dir: str | Path, *, num_cases: int = 160, size: int =
         for index in range(num_cases):
             if anatomy is None:
                 case = make_phantom_case(index, seed=seed, size=size, spacing_mm=spacing_mm, split=splits[index],
-                                         holdout_phrasings=holdout_phrasings)
+                                         holdout_phrasings=holdout_phrasings, anatomy_variation=anatomy_variation)
             else:
                 case = make_real_case(index, anatomy, seed=seed, split=splits[index],
                                       holdout_phrasings=holdout_phrasings)
@@ -354,7 +361,8 @@ def _is_current(root: Path, args: dict) -> bool:
 
 
 def ensure_demo_dataset(root: str | Path, *, num_cases: int = 160, size: int = 64, spacing_mm: float = 5.0,
-                        seed: int = 0, holdout_phrasings: bool = True, real_ct: str | Path | None = None,
+                        seed: int = 0, holdout_phrasings: bool = True, anatomy_variation: float = 1.0,
+                        real_ct: str | Path | None = None,
                         real_mask: str | Path | None = None, real_labels: str | Path | None = None,
                         progress: bool = True, force: bool = False) -> Path:
     """Return `root`/manifest.jsonl, building the dataset first if it is absent, was built with other
@@ -369,15 +377,15 @@ def ensure_demo_dataset(root: str | Path, *, num_cases: int = 160, size: int = 6
         ValueError: bad arguments, or `root` exists, is not empty and is not a demo dataset (never deleted).
     """
     args = demo_build_args(num_cases=num_cases, size=size, spacing_mm=spacing_mm, seed=seed,
-                           holdout_phrasings=holdout_phrasings, real_ct=real_ct, real_mask=real_mask,
-                           real_labels=real_labels)
+                           holdout_phrasings=holdout_phrasings, anatomy_variation=anatomy_variation, real_ct=real_ct,
+                           real_mask=real_mask, real_labels=real_labels)
     root = build_folder_once(
         root, force=force, what="demo dataset",
         is_current=lambda folder: _is_current(folder, args),
         is_ours=lambda folder: (read_json_file(folder / INFO_NAME) or {}).get("created_with") == "medvl.data.demo",
         build=lambda staging: build_demo_dataset(
             staging, num_cases=num_cases, size=size, spacing_mm=spacing_mm, seed=seed,
-            holdout_phrasings=holdout_phrasings, real_ct=real_ct, real_mask=real_mask, real_labels=real_labels,
-            progress=progress),
+            holdout_phrasings=holdout_phrasings, anatomy_variation=anatomy_variation, real_ct=real_ct,
+            real_mask=real_mask, real_labels=real_labels, progress=progress),
     )
     return root / MANIFEST_NAME

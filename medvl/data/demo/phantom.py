@@ -195,6 +195,29 @@ def _organ_hu(rng: np.random.Generator, phase: str) -> dict[str, float]:
     }
 
 
+class _ScaledVariation:
+    """A random generator whose draws are pulled towards their mean by `variation` (0 = always the mean).
+
+    normal(loc, scale) -> N(loc, (variation * scale)^2); uniform(low, high) -> mid + variation * (U(low, high) - mid);
+    other methods (random, integers, choice, permutation) pass through unchanged. One wrapper instead of a
+    scale argument on every anatomical draw keeps the phantom's reference distributions readable.
+    """
+
+    def __init__(self, rng: np.random.Generator, variation: float) -> None:
+        self._rng = rng
+        self._variation = float(variation)
+
+    def normal(self, loc=0.0, scale=1.0, size=None):
+        return self._rng.normal(loc, np.multiply(scale, self._variation), size=size)
+
+    def uniform(self, low=0.0, high=1.0, size=None):
+        mid = (np.asarray(low) + np.asarray(high)) / 2.0
+        return mid + self._variation * (self._rng.uniform(low, high, size=size) - mid)
+
+    def __getattr__(self, name):
+        return getattr(self._rng, name)
+
+
 def generate_phantom(
     size: int,
     spacing_mm: float,
@@ -202,6 +225,7 @@ def generate_phantom(
     *,
     splenomegaly: bool = False,
     arterial_probability: float = 0.4,
+    anatomy_variation: float = 1.0,
 ) -> Phantom:
     """Generate one random phantom (anatomy only; findings are inserted by `findings.insert_findings`).
 
@@ -211,17 +235,23 @@ def generate_phantom(
         rng: the case's random generator (same generator state -> identical phantom).
         splenomegaly: scale the spleen up 1.6-1.9x craniocaudally (1.35-1.6x in-plane).
         arterial_probability: chance of an arterial contrast phase (enhanced aorta, heart, kidneys, spleen).
+        anatomy_variation: scales every per-case anatomical deviation from the reference phantom (pose, body
+            size, warp, organ sizes / offsets / rotations, organ HU, noise level) in [0, 1]: 1 = the full
+            variation, 0 = one fixed anatomy (cases then differ only by contrast phase, findings and noise).
 
     Shapes:
         returned `hu` and `organs` are (X, Y, Z) = (size, size, size).
 
     Raises:
-        ValueError: `size` < 16 or `spacing_mm` <= 0.
+        ValueError: `size` < 16, `spacing_mm` <= 0 or `anatomy_variation` outside [0, 1].
     """
     if size < 16:
         raise ValueError(f"size must be >= 16 voxels per axis to hold the phantom's organs, got {size}")
     if not spacing_mm > 0:
         raise ValueError(f"spacing_mm must be > 0, got {spacing_mm}")
+    if not 0.0 <= anatomy_variation <= 1.0:
+        raise ValueError(f"anatomy_variation must be in [0, 1], got {anatomy_variation}")
+    rng = _ScaledVariation(rng, anatomy_variation)
     n = size
     step = REFERENCE_FOV_MM / n
     phase = CONTRAST_PHASES[int(rng.random() < arterial_probability)]

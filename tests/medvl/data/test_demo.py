@@ -12,7 +12,7 @@ import pytest
 
 from medvl.data.demo import build_demo_dataset, ensure_demo_dataset
 from medvl.data.demo.__main__ import main as demo_main
-from medvl.data.demo.build import INFO_NAME, MANIFEST_NAME, assign_splits
+from medvl.data.demo.build import INFO_NAME, MANIFEST_NAME, assign_splits, demo_build_args
 from medvl.data.demo.findings import (
     FINDING_NAMES,
     Finding,
@@ -80,6 +80,24 @@ def test_phantom_contains_every_phantom_organ_and_ras_layout():
     assert centre["spine"][1] < centre["heart"][1]
     assert centre["lung_upper_lobe_left"][2] > centre["kidney_left"][2]
     np.testing.assert_allclose(np.diag(phantom.affine), [10.0, 10.0, 10.0, 1.0])
+
+
+def test_anatomy_variation_scales_how_much_cases_differ():
+    def organs(seed, variation):
+        return generate_phantom(32, 10.0, np.random.default_rng(seed), anatomy_variation=variation).organs
+
+    # 0: one fixed anatomy whatever the generator; 1 (default): every case its own shape; in between, less.
+    np.testing.assert_array_equal(organs(1, 0.0), organs(2, 0.0))
+    full = (organs(1, 1.0) != organs(2, 1.0)).mean()
+    reduced = (organs(1, 0.2) != organs(2, 0.2)).mean()
+    assert 0.0 < reduced < 0.5 * full
+    np.testing.assert_array_equal(organs(3, 1.0), generate_phantom(32, 10.0, np.random.default_rng(3)).organs)
+    with pytest.raises(ValueError, match="anatomy_variation"):
+        generate_phantom(32, 10.0, np.random.default_rng(0), anatomy_variation=1.5)
+    with pytest.raises(ValueError, match="anatomy_variation"):
+        demo_build_args(anatomy_variation=-0.1)
+    assert "anatomy_variation" not in demo_build_args()  # builds made before the option stay current
+    assert demo_build_args(anatomy_variation=0.25)["anatomy_variation"] == 0.25
 
 
 def test_phantom_rejects_bad_grid():
