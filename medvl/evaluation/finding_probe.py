@@ -140,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     model = FindingProbe(args.backbone, train[0].shape[2:], len(names))
     rows = train_finding_probe(model, train, val, names, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                                eval_every=args.eval_every, seed=args.seed)
-    table = Table(title=f"finding probe: {args.backbone}, anatomy_variation {args.anatomy_variation}, "
+    source = args.manifest or f"demo, anatomy_variation {args.anatomy_variation}"
+    table = Table(title=f"finding probe: {args.backbone} on {source}, "
                         f"{len(train[0])} train / {len(val[0])} val volumes (val AUROC)")
     for column in ("step", "train loss", *names, "mean"):
         table.add_column(column, justify="right")
