@@ -35,10 +35,14 @@ class VLPModule(L.LightningModule):
         scheduler: optional callable taking the optimiser (and, if it accepts one, ``total_steps``: filled with
             ``trainer.estimated_stepping_batches`` when not given) and returning an LR scheduler.
         scheduler_interval: "step" or "epoch".
+        lr_scales: {sub-module name: factor} multiplying the optimiser's learning rate for that sub-module's
+            parameters (e.g. ``{"text_encoder": 0.03}`` to fine-tune pre-trained weights gently while new layers
+            learn at the full rate); the longest matching name wins; 0 freezes in effect.
 
     Raises:
-        ValueError: on an unknown ``scheduler_interval``, or (at run time) when ``compute_losses`` returns no
-            ``*_loss`` term or a non-finite one.
+        ValueError: on an unknown ``scheduler_interval`` or a negative / non-finite ``lr_scales`` factor; when the
+            optimiser is built, a ``lr_scales`` name that matches no parameter; at run time, when
+            ``compute_losses`` returns no ``*_loss`` term or a non-finite one.
     """
 
     def __init__(
@@ -46,6 +50,7 @@ class VLPModule(L.LightningModule):
         optimizer: OptimizerFactory | None = None,
         scheduler: SchedulerFactory | None = None,
         scheduler_interval: str = "step",
+        lr_scales: Mapping[str, float] | None = None,
     ) -> None:
         super().__init__()
         if scheduler_interval not in ("step", "epoch"):
@@ -53,6 +58,10 @@ class VLPModule(L.LightningModule):
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.scheduler_interval = scheduler_interval
+        self.lr_scales = {str(name): float(factor) for name, factor in dict(lr_scales or {}).items()}
+        bad = {name: factor for name, factor in self.lr_scales.items() if not (math.isfinite(factor) and factor >= 0)}
+        if bad:
+            raise ValueError(f"lr_scales factors must be finite and >= 0, got {bad}")
 
     # ------------------------------------------------------------------ to implement
     def compute_losses(self, batch: Any, stage: str) -> dict[str, Tensor]:
@@ -84,18 +93,37 @@ class VLPModule(L.LightningModule):
 
     # ------------------------------------------------------------------ optimisation
     def parameter_groups(self, weight_decay: float | None = None) -> list[dict[str, Any]]:
-        """Two groups: weights with decay; biases, norms, embeddings' scalars (ndim <= 1) without."""
-        decay, no_decay = [], []
-        for _, param in self.named_parameters():
+        """Weights with decay; biases, norms, embeddings' scalars (ndim <= 1) without. With ``lr_scales``, each
+        of the two is split further by learning-rate factor (the group's ``"lr_scale"``, applied to its lr by
+        `configure_optimizers`)."""
+        by_key: dict[tuple[bool, float], list[nn.Parameter]] = {}
+        used: set[str] = set()
+        for name, param in self.named_parameters():
             if not param.requires_grad:
                 continue
-            (no_decay if param.ndim <= 1 else decay).append(param)
-        groups: list[dict[str, Any]] = [{"params": decay}]
-        if no_decay:
-            groups.append({"params": no_decay, "weight_decay": 0.0})
-        if weight_decay is not None:
-            groups[0]["weight_decay"] = weight_decay
-        return groups
+            matches = [prefix for prefix in self.lr_scales if name == prefix or name.startswith(prefix + ".")]
+            prefix = max(matches, key=len) if matches else None
+            if prefix is not None:
+                used.add(prefix)
+            scale = self.lr_scales[prefix] if prefix is not None else 1.0
+            by_key.setdefault((param.ndim <= 1, scale), []).append(param)
+        unused = sorted(set(self.lr_scales) - used)
+        if unused:
+            top = sorted({name.split(".")[0] for name, _ in self.named_parameters()})
+            raise ValueError(f"lr_scales name(s) {unused} match no trainable parameter of {type(self).__name__}; "
+                             f"its top-level modules are {top}")
+        groups: list[dict[str, Any]] = []
+        # weights with decay first (group 0 without lr_scales, as before), then the no-decay groups
+        for (no_decay, scale), params in sorted(by_key.items(), key=lambda item: (item[0][0], -item[0][1])):
+            group: dict[str, Any] = {"params": params}
+            if no_decay:
+                group["weight_decay"] = 0.0
+            elif weight_decay is not None:
+                group["weight_decay"] = weight_decay
+            if self.lr_scales:
+                group["lr_scale"] = scale
+            groups.append(group)
+        return groups or [{"params": []}]
 
     def configure_optimizers(self) -> Any:
         factory = self.optimizer_factory
@@ -103,6 +131,8 @@ class VLPModule(L.LightningModule):
             optimizer: torch.optim.Optimizer = torch.optim.AdamW(self.parameter_groups(), lr=1e-4)
         else:
             optimizer = factory(self.parameter_groups())
+        for group in optimizer.param_groups:  # before the scheduler records each group's initial lr
+            group["lr"] = group["lr"] * group.get("lr_scale", 1.0)
         if self.scheduler_factory is None:
             return optimizer
         kwargs: dict[str, Any] = {}

@@ -148,7 +148,7 @@ class Scene3DPretrainModule(VLPModule):
         temperature: initial temperature of every contrastive loss (learnable).
         max_text_length: texts are truncated to this many tokens.
         figure_scenes: test scenes drawn in figures/mom_predictions.png (0: no figure).
-        optimizer, scheduler, scheduler_interval: see `VLPModule`.
+        optimizer, scheduler, scheduler_interval, lr_scales: see `VLPModule`.
 
     Raises:
         ValueError: unknown objectives or options, every objective off, an unknown context, or class_counts of
@@ -177,8 +177,10 @@ class Scene3DPretrainModule(VLPModule):
         optimizer: Any = None,
         scheduler: Any = None,
         scheduler_interval: str = "step",
+        lr_scales: Mapping[str, float] | None = None,
     ) -> None:
-        super().__init__(optimizer=optimizer, scheduler=scheduler, scheduler_interval=scheduler_interval)
+        super().__init__(optimizer=optimizer, scheduler=scheduler, scheduler_interval=scheduler_interval,
+                         lr_scales=plain_container(lr_scales or {}))
         if context not in CONTEXTS:
             raise ValueError(f"context must be one of {CONTEXTS} ('objectwise' = no graph), got {context!r}")
         weights = {name: 1.0 for name in OBJECTIVES}

@@ -39,6 +39,35 @@ def test_parameter_groups_exclude_bias_and_norm_from_decay():
     assert groups[1]["weight_decay"] == 0.0 and len(groups[1]["params"]) == 3
 
 
+def test_lr_scales_multiply_the_learning_rate_of_the_named_submodule_through_the_schedule():
+    module = _Tiny(optimizer=functools.partial(torch.optim.AdamW, lr=1e-3, weight_decay=0.05),
+                   scheduler=functools.partial(warmup_cosine_schedule, warmup_steps=2), lr_scales={"lin": 0.1})
+
+    class _T:
+        estimated_stepping_batches = 10
+    module._trainer = _T()
+    conf = module.configure_optimizers()
+    optimizer, scheduler = conf["optimizer"], conf["lr_scheduler"]["scheduler"]
+    lin = {id(p) for p in module.lin.parameters()}
+    for _ in range(3):
+        optimizer.step()
+        scheduler.step()
+    for group in optimizer.param_groups:
+        in_lin = {id(p) in lin for p in group["params"]}
+        assert len(in_lin) == 1  # a group never mixes scaled and unscaled parameters
+        expected_scale = 0.1 if in_lin == {True} else 1.0
+        others = [g for g in optimizer.param_groups if g.get("lr_scale", 1.0) == 1.0]
+        assert group["lr"] == pytest.approx(expected_scale * others[0]["lr"])
+    decay = {g["weight_decay"] for g in optimizer.param_groups if any(p.ndim > 1 for p in g["params"])}
+    assert decay == {0.05}  # the decay split survives the lr split
+
+
+@pytest.mark.parametrize("scales, match", [({"lin": -1.0}, "finite and >= 0"), ({"missing": 0.5}, "match no")])
+def test_lr_scales_errors(scales, match):
+    with pytest.raises(ValueError, match=match):
+        _Tiny(lr_scales=scales).parameter_groups()
+
+
 def test_optimizer_and_scheduler_from_partials():
     module = _Tiny(optimizer=functools.partial(torch.optim.SGD, lr=0.5),
                    scheduler=functools.partial(warmup_cosine_schedule, warmup_steps=2))
