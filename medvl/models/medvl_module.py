@@ -98,12 +98,13 @@ class MedVLPretrainModule(VLPModule):
         mlm_probability: share of maskable tokens masked for MLM.
         temperature: initial CLIP temperature (learnable).
         max_sentences, max_length: report truncation (sentences per report, tokens per report).
-        zeroshot_templates: {"positive": [...], "negative": [...]} prompt templates with ``{finding}``.
-        optimizer, scheduler, scheduler_interval: see ``VLPModule``.
+        zeroshot_templates: {"positive": [...], "negative": [...]} prompt templates with ``{finding}``, and
+            optionally "context": sentences placed before every prompt, so that a prompt is encoded as a report.
+        optimizer, scheduler, scheduler_interval, lr_scales: see ``VLPModule``.
 
     Raises:
         ValueError: unknown objective names, all objectives off, or an encoder image size that differs from the
-            preprocessing's spatial_size.
+            preprocessing's spatial_size, or an unknown zeroshot_templates key.
     """
 
     def __init__(
@@ -125,8 +126,10 @@ class MedVLPretrainModule(VLPModule):
         optimizer: Any = None,
         scheduler: Any = None,
         scheduler_interval: str = "step",
+        lr_scales: Mapping[str, float] | None = None,
     ) -> None:
-        super().__init__(optimizer=optimizer, scheduler=scheduler, scheduler_interval=scheduler_interval)
+        super().__init__(optimizer=optimizer, scheduler=scheduler, scheduler_interval=scheduler_interval,
+                         lr_scales=plain_container(lr_scales or {}))
         preprocess = plain_container(preprocess)
         weights = {name: 1.0 for name in OBJECTIVES}
         unknown = set(plain_container(loss_weights or {})) - set(OBJECTIVES)
@@ -146,14 +149,21 @@ class MedVLPretrainModule(VLPModule):
         text_kwargs = {**DEFAULT_TEXT_ENCODER, **plain_container(text_encoder or {})}
         ssl_options = {**DEFAULT_SSL, **plain_container(ssl or {})}
         templates = plain_container(zeroshot_templates or {})
+        unknown = sorted(set(templates) - {"positive", "negative", "context"})
+        if unknown:
+            raise ValueError(f"unknown zeroshot_templates key(s) {unknown}; valid keys are "
+                             "['context', 'negative', 'positive']")
         self.save_hyperparameters({
             "tokenizer_json": tokenizer_json, "label_names": list(label_names), "preprocess": preprocess,
             "organ_labels": {str(k): int(v) for k, v in plain_container(organ_labels or {}).items()},
-            "volume_encoder": vol_kwargs, "text_encoder": text_kwargs, "embed_dim": embed_dim,
+            "volume_encoder": vol_kwargs, "embed_dim": embed_dim,
+            # the pre-trained folder only seeds the weights, which the checkpoint holds: a reload needs no folder
+            "text_encoder": {**text_kwargs, "pretrained_dir": None},
             "loss_weights": weights, "ssl": ssl_options, "mlm_probability": mlm_probability,
             "temperature": temperature, "max_sentences": max_sentences, "max_length": max_length,
             "zeroshot_templates": {"positive": list(templates.get("positive", DEFAULT_POSITIVE_TEMPLATES)),
-                                   "negative": list(templates.get("negative", DEFAULT_NEGATIVE_TEMPLATES))},
+                                   "negative": list(templates.get("negative", DEFAULT_NEGATIVE_TEMPLATES)),
+                                   "context": [str(c) for c in templates.get("context", [])]},
             "scheduler_interval": scheduler_interval,
         })
         self.loss_weights = weights
@@ -400,10 +410,13 @@ class MedVLPretrainModule(VLPModule):
     @torch.no_grad()
     def _prompt_embeddings(self) -> tuple[Tensor, Tensor]:
         templates = self.hparams["zeroshot_templates"]
+        # Each prompt is encoded as a report: the context sentences, then the prompt sentence. A bare one-sentence
+        # prompt is far from the multi-sentence reports a report-level encoder was trained on.
+        context = list(templates.get("context", []))  # checkpoints from before the context option have none
         pos, neg = [], []
         for name in self.label_names:
-            pos.append(self.encode_report([[p] for p in build_prompts(name, templates["positive"])]))
-            neg.append(self.encode_report([[p] for p in build_prompts(name, templates["negative"])]))
+            pos.append(self.encode_report([[*context, p] for p in build_prompts(name, templates["positive"])]))
+            neg.append(self.encode_report([[*context, p] for p in build_prompts(name, templates["negative"])]))
         return torch.stack(pos).float().cpu(), torch.stack(neg).float().cpu()  # (K, P, E) each
 
     def evaluation_metrics(self) -> dict[str, float]:

@@ -130,3 +130,33 @@ def test_checkpoint_hparams_are_plain_and_rebuild_the_model(tokenizer_json, tmp_
 def test_saved_hparams_keep_the_backbone_name(tokenizer_json):
     module = _module(tokenizer_json, report_contrastive=1.0)
     assert module.hparams["volume_encoder"]["backbone"] == "swin"
+
+
+def _module_with_templates(tokenizer_json, templates):
+    torch.manual_seed(0)
+    return MedVLPretrainModule(
+        tokenizer_json=tokenizer_json, label_names=LABELS, preprocess={"spatial_size": [32, 32, 32]},
+        volume_encoder={"feature_size": 12}, embed_dim=16,
+        text_encoder={"hidden_size": 32, "num_layers": 2, "num_heads": 2, "dropout": 0.0},
+        loss_weights={name: float(name == "report_contrastive") for name in OBJECTIVES},
+        zeroshot_templates=templates,
+    ).eval()
+
+
+def test_zero_shot_prompts_are_encoded_after_the_context_sentences(tokenizer_json):
+    context = ["The spleen is normal.", "Lungs are clear."]
+    module = _module_with_templates(tokenizer_json, {"positive": ["There is {finding}."],
+                                                     "negative": ["No {finding}."], "context": context})
+    assert module.hparams["zeroshot_templates"]["context"] == context
+    with torch.no_grad():
+        pos, neg = module._prompt_embeddings()  # (K, P, E)
+        expected = module.encode_report([[*context, "There is pleural effusion."]])[0]
+        bare = module.encode_report([["There is pleural effusion."]])[0]
+    assert pos.shape == neg.shape == (2, 1, 16)
+    torch.testing.assert_close(pos[1, 0], expected)
+    assert not torch.allclose(pos[1, 0], bare, atol=1e-4)
+
+
+def test_unknown_zero_shot_template_key_is_rejected(tokenizer_json):
+    with pytest.raises(ValueError, match=r"unknown zeroshot_templates key\(s\) \['contexts'\]"):
+        _module_with_templates(tokenizer_json, {"contexts": ["x."]})
