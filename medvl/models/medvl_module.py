@@ -73,7 +73,7 @@ OBJECTIVES = (
 DEFAULT_VOLUME_ENCODER = {"backbone": "swin", "feature_size": 12, "depths": (2, 2, 2, 2), "num_heads": (3, 6, 12, 24)}
 DEFAULT_TEXT_ENCODER = {"hidden_size": 128, "num_layers": 4, "num_heads": 4, "num_cross_attention_layers": 2,
                         "dropout": 0.1}
-DEFAULT_SSL = {"block_size": 8, "mask_ratio": 0.3, "rotation_classes": 4}
+DEFAULT_SSL = {"block_size": 8, "mask_ratio": 0.3, "rotation_classes": 4, "reconstruction_stride": 1}
 
 
 def _organ_family(name: str) -> str:
@@ -94,7 +94,9 @@ class MedVLPretrainModule(VLPModule):
         text_encoder: ``TriBERT`` keyword arguments (hidden_size, num_layers, num_heads, ...).
         embed_dim: shared embedding width of vision and text.
         loss_weights: objective -> weight (see the module docstring; missing keys default to 1, 0 disables).
-        ssl: vision self-supervision options: block_size, mask_ratio, rotation_classes.
+        ssl: vision self-supervision options: block_size, mask_ratio, rotation_classes, reconstruction_stride
+            (1 = reconstruct every voxel; 2 or 4 = the volume average-pooled by that factor, 8x / 64x cheaper
+            decoding: with a ViT's 16^3 patches the full-resolution decoder is most of a velvet_full step).
         mlm_probability: share of maskable tokens masked for MLM.
         temperature: initial CLIP temperature (learnable).
         max_sentences, max_length: report truncation (sentences per report, tokens per report).
@@ -202,7 +204,13 @@ class MedVLPretrainModule(VLPModule):
         if weights["view_contrastive"]:
             self.view_contrastive = ViewContrastive(embed_dim)
         if weights["reconstruction"]:
-            self.reconstruction = MaskedBlockReconstruction(embed_dim, upsample_factor=self.volume_encoder.fine_stride)
+            stride = ssl_options["reconstruction_stride"]
+            fine_stride = self.volume_encoder.fine_stride
+            if not (isinstance(stride, int) and stride >= 1 and fine_stride % stride == 0
+                    and all(side % stride == 0 for side in spatial_size)):
+                raise ValueError(f"ssl.reconstruction_stride must be a positive integer dividing the fine tokens' "
+                                 f"stride {fine_stride} and the input size {list(spatial_size)}; got {stride!r}")
+            self.reconstruction = MaskedBlockReconstruction(embed_dim, upsample_factor=fine_stride // stride)
         self._freeze_unused_encoder_heads()
         self._eval_store: dict[str, list[Any]] = defaultdict(list)
 
@@ -336,6 +344,10 @@ class MedVLPretrainModule(VLPModule):
             out["view_contrastive_loss"] = w["view_contrastive"] * self.view_contrastive(
                 features["pooled"], volume_emb)["view_contrastive_loss"]
         if w["reconstruction"]:
+            stride = int(ssl["reconstruction_stride"])
+            if stride > 1:  # target and mask at 1/stride resolution: a voxel counts as hidden if most of it is
+                view = F.avg_pool3d(view, stride)
+                masked = F.avg_pool3d(masked.float(), stride) > 0.5
             out["reconstruction_loss"] = w["reconstruction"] * self.reconstruction(
                 features["fine"], features["fine_grid"], view, masked)["reconstruction_loss"]
         return out

@@ -160,3 +160,26 @@ def test_zero_shot_prompts_are_encoded_after_the_context_sentences(tokenizer_jso
 def test_unknown_zero_shot_template_key_is_rejected(tokenizer_json):
     with pytest.raises(ValueError, match=r"unknown zeroshot_templates key\(s\) \['contexts'\]"):
         _module_with_templates(tokenizer_json, {"contexts": ["x."]})
+
+
+def _reconstruction_module(tokenizer_json, stride):
+    torch.manual_seed(0)
+    return MedVLPretrainModule(
+        tokenizer_json=tokenizer_json, label_names=LABELS, preprocess={"spatial_size": [32, 32, 32]},
+        volume_encoder={"feature_size": 12}, embed_dim=16,
+        text_encoder={"hidden_size": 32, "num_layers": 2, "num_heads": 2, "dropout": 0.0},
+        loss_weights={name: float(name == "reconstruction") for name in OBJECTIVES},
+        ssl={"block_size": 8, "mask_ratio": 0.3, "reconstruction_stride": stride},
+    )
+
+
+def test_reconstruction_stride_decodes_a_pooled_target_with_fewer_upsampling_stages(tokenizer_json):
+    full, pooled = _reconstruction_module(tokenizer_json, 1), _reconstruction_module(tokenizer_json, 2)
+    fine_stride = full.volume_encoder.fine_stride
+    assert full.reconstruction.upsample_factor == fine_stride and pooled.reconstruction.upsample_factor == fine_stride // 2
+    loss = pooled.compute_losses(_batch(), "train")["reconstruction_loss"]
+    assert torch.isfinite(loss)
+    loss.backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in pooled.reconstruction.parameters())
+    with pytest.raises(ValueError, match="reconstruction_stride"):
+        _reconstruction_module(tokenizer_json, 3)
