@@ -11,6 +11,10 @@ from torch import Tensor
 def attention_peak_voxel(attention: Tensor, grid: Sequence[int], volume_shape: Sequence[int]) -> tuple[int, int, int]:
     """Voxel (d, h, w) of the maximum of a token-grid attention map upsampled (trilinear) to the volume.
 
+    When the maximum is a plateau (trilinear upsampling is flat over the outer half-cell of a border token, so a
+    peak at a border token of a coarse grid, e.g. 2^3, is a whole block), the tied voxel nearest the plateau's
+    mean position is taken rather than the first in raster order, which would be a volume corner.
+
     Shapes:
         attention: (N,) weights over the grid's tokens in raster order (D slowest), N = prod(grid)
 
@@ -23,9 +27,11 @@ def attention_peak_voxel(attention: Tensor, grid: Sequence[int], volume_shape: S
     # (N,) -> (1, 1, Dg, Hg, Wg) -> (1, 1, D, H, W)
     volume = F.interpolate(attention.float().reshape(1, 1, *grid), size=tuple(int(s) for s in volume_shape),
                            mode="trilinear", align_corners=False)[0, 0]
-    flat = int(volume.argmax())
-    _, h, w = volume.shape
-    return flat // (h * w), (flat // w) % h, flat % w
+    peak = volume.max()
+    tied = torch.nonzero(volume >= peak - 1e-6 * peak.abs().clamp_min(1e-12)).float()  # (T, 3) voxel indices
+    centre = tied.mean(dim=0)
+    d, h, w = tied[int(((tied - centre) ** 2).sum(dim=1).argmin())].long().tolist()
+    return d, h, w
 
 
 def pointing_hit(attention: Tensor, grid: Sequence[int], organ_mask: Tensor, organ_id: int) -> bool:

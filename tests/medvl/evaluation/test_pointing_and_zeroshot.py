@@ -1,0 +1,44 @@
+"""Pointing accuracy and zero-shot scoring on hand-made maps and embeddings."""
+from __future__ import annotations
+
+import torch
+
+from medvl.evaluation.pointing import attention_peak_voxel, find_sentence, organ_fraction, pointing_hit
+from medvl.evaluation.zeroshot import build_prompts, zero_shot_probabilities
+
+
+def test_peak_of_a_fine_map_is_the_peak_token_position():
+    attention = torch.zeros(4 * 4 * 4)
+    attention[1 * 16 + 2 * 4 + 1] = 1.0  # token (1, 2, 1) of a 4^3 grid over a 16^3 volume: voxels 4-7, 8-11, 4-7
+    d, h, w = attention_peak_voxel(attention, (4, 4, 4), (16, 16, 16))
+    assert 4 <= d <= 7 and 8 <= h <= 11 and 4 <= w <= 7
+
+
+def test_plateau_peak_of_a_coarse_map_is_the_middle_of_its_block_not_a_volume_corner():
+    attention = torch.full((8,), 0.1)
+    attention[0] = 0.3  # token (0, 0, 0) of a 2^3 grid: upsampled, flat over voxels 0-7 of each axis
+    d, h, w = attention_peak_voxel(attention, (2, 2, 2), (32, 32, 32))
+    assert all(2 <= x <= 5 for x in (d, h, w)), (d, h, w)  # the plateau's middle, not the corner (0, 0, 0)
+    organ = torch.zeros(32, 32, 32, dtype=torch.long)
+    organ[2:12, 2:12, 2:12] = 3  # an organ in that octant that does not reach the volume's corner
+    assert pointing_hit(attention, (2, 2, 2), organ, 3)
+    assert not pointing_hit(attention, (2, 2, 2), organ, 1)
+    assert organ_fraction(organ, 3) == (10 ** 3) / 32 ** 3
+
+
+def test_find_sentence_matches_case_and_spacing_then_containment():
+    sentences = ["No pleural effusion.", "A 12 mm  lesion is seen in the LIVER.", "Normal spleen."]
+    assert find_sentence(sentences, "a 12 mm lesion is seen in the liver") == 1
+    assert find_sentence(sentences, "Normal spleen. Nothing else.") == 2
+    assert find_sentence(sentences, "kidney cyst") is None
+
+
+def test_zero_shot_probability_follows_the_closer_prompt():
+    assert build_prompts("pleural effusion", ["There is {finding}.", "{Finding} is seen."]) == [
+        "There is pleural effusion.", "Pleural effusion is seen."]
+    positive = torch.tensor([[[1.0, 0.0]], [[0.0, 1.0]]])  # (K=2 findings, P=1 prompt, E=2)
+    negative = -positive
+    volumes = torch.tensor([[1.0, 0.1], [-1.0, 0.1], [0.1, -1.0]])  # finding 0 yes / no; finding 1 no
+    probabilities = zero_shot_probabilities(volumes, positive, negative, torch.tensor(10.0))
+    assert probabilities.shape == (3, 2)
+    assert probabilities[0, 0] > 0.9 and probabilities[1, 0] < 0.1 and probabilities[2, 1] < 0.1
