@@ -50,7 +50,8 @@ class SegmentationModule(VLPModule):
             export folder); give it only to rebuild a saved model.
         dice_weight, ce_weight: weights of the Dice and cross-entropy terms of ``DiceCELoss``.
         sw_batch_size, overlap, blend_mode: sliding-window inference for validation, test and prediction.
-        optimizer, scheduler, scheduler_interval: see ``VLPModule`` (partial optimiser / scheduler factories).
+        optimizer, scheduler, scheduler_interval, lr_scales: see ``VLPModule`` (partial optimiser / scheduler
+            factories; e.g. lr_scales={"network.vit": 0.1} fine-tunes a pre-trained UNETR encoder at 10% of the rate).
 
     Shapes:
         forward(image): (B, 1, D, H, W) -> (B, K, D, H, W) logits; batches: {"image": (B, 1, D, H, W) float,
@@ -78,8 +79,10 @@ class SegmentationModule(VLPModule):
         optimizer: Any = None,
         scheduler: Any = None,
         scheduler_interval: str = "step",
+        lr_scales: Mapping[str, float] | None = None,
     ) -> None:
-        super().__init__(optimizer=optimizer, scheduler=scheduler, scheduler_interval=scheduler_interval)
+        super().__init__(optimizer=optimizer, scheduler=scheduler, scheduler_interval=scheduler_interval,
+                         lr_scales=dict(lr_scales or {}))
         class_names = [str(name) for name in class_names]
         if len(class_names) < 2 or class_names[0] != "background":
             raise ValueError(f"class_names must start with 'background' and name at least one class, got {class_names}")

@@ -96,3 +96,14 @@ def test_bad_arguments(tiny_export):
     module.network = nn.Identity()
     with pytest.raises(ValueError, match="class indices outside"):
         module.compute_losses({"image": torch.zeros(1, 4, 2, 2, 2), "label": torch.full((1, 1, 2, 2, 2), 7)}, "train")
+
+
+def test_lr_scales_slow_down_the_pretrained_encoder_only(tiny_export):
+    module = _module(tiny_export, optimizer=lambda groups: torch.optim.AdamW(groups, lr=1e-3),
+                     lr_scales={"network.swinViT": 0.1})
+    optimizer = module.configure_optimizers()
+    encoder = {id(p) for p in module.network.swinViT.parameters()}
+    lrs = {id(p): group["lr"] for group in optimizer.param_groups for p in group["params"]}
+    assert encoder and all(lrs[i] == pytest.approx(1e-4) for i in encoder)
+    others = [lr for i, lr in lrs.items() if i not in encoder]
+    assert others and all(lr == pytest.approx(1e-3) for lr in others)
