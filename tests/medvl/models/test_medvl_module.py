@@ -21,7 +21,7 @@ def tokenizer_json():
     return tokenizer_to_json(train_wordpiece_tokenizer(corpus, vocab_size=300, min_frequency=1))
 
 
-def _module(tokenizer_json, **weights):
+def _module(tokenizer_json, ssl=None, zeroshot_templates=None, **weights):
     torch.manual_seed(0)
     loss_weights = {name: 0.0 for name in OBJECTIVES}
     loss_weights.update(weights)
@@ -31,7 +31,8 @@ def _module(tokenizer_json, **weights):
         volume_encoder={"feature_size": 12}, embed_dim=16,
         text_encoder={"hidden_size": 32, "num_layers": 2, "num_heads": 2, "num_cross_attention_layers": 1,
                       "dropout": 0.0},
-        loss_weights=loss_weights, ssl={"block_size": 8, "mask_ratio": 0.3},
+        loss_weights=loss_weights, ssl={"block_size": 8, "mask_ratio": 0.3, **(ssl or {})},
+        zeroshot_templates=zeroshot_templates,
     )
 
 
@@ -133,14 +134,7 @@ def test_saved_hparams_keep_the_backbone_name(tokenizer_json):
 
 
 def _module_with_templates(tokenizer_json, templates):
-    torch.manual_seed(0)
-    return MedVLPretrainModule(
-        tokenizer_json=tokenizer_json, label_names=LABELS, preprocess={"spatial_size": [32, 32, 32]},
-        volume_encoder={"feature_size": 12}, embed_dim=16,
-        text_encoder={"hidden_size": 32, "num_layers": 2, "num_heads": 2, "dropout": 0.0},
-        loss_weights={name: float(name == "report_contrastive") for name in OBJECTIVES},
-        zeroshot_templates=templates,
-    ).eval()
+    return _module(tokenizer_json, zeroshot_templates=templates, report_contrastive=1.0).eval()
 
 
 def test_zero_shot_prompts_are_encoded_after_the_context_sentences(tokenizer_json):
@@ -163,14 +157,7 @@ def test_unknown_zero_shot_template_key_is_rejected(tokenizer_json):
 
 
 def _reconstruction_module(tokenizer_json, stride):
-    torch.manual_seed(0)
-    return MedVLPretrainModule(
-        tokenizer_json=tokenizer_json, label_names=LABELS, preprocess={"spatial_size": [32, 32, 32]},
-        volume_encoder={"feature_size": 12}, embed_dim=16,
-        text_encoder={"hidden_size": 32, "num_layers": 2, "num_heads": 2, "dropout": 0.0},
-        loss_weights={name: float(name == "reconstruction") for name in OBJECTIVES},
-        ssl={"block_size": 8, "mask_ratio": 0.3, "reconstruction_stride": stride},
-    )
+    return _module(tokenizer_json, ssl={"reconstruction_stride": stride}, reconstruction=1.0)
 
 
 def test_reconstruction_stride_decodes_a_pooled_target_with_fewer_upsampling_stages(tokenizer_json):
