@@ -131,7 +131,7 @@ class MedVLPretrainModule(VLPModule):
         lr_scales: Mapping[str, float] | None = None,
     ) -> None:
         super().__init__(optimizer=optimizer, scheduler=scheduler, scheduler_interval=scheduler_interval,
-                         lr_scales=plain_container(lr_scales or {}))
+                         lr_scales=lr_scales)
         preprocess = plain_container(preprocess)
         weights = {name: 1.0 for name in OBJECTIVES}
         unknown = set(plain_container(loss_weights or {})) - set(OBJECTIVES)

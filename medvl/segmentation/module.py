@@ -82,7 +82,7 @@ class SegmentationModule(VLPModule):
         lr_scales: Mapping[str, float] | None = None,
     ) -> None:
         super().__init__(optimizer=optimizer, scheduler=scheduler, scheduler_interval=scheduler_interval,
-                         lr_scales=dict(lr_scales or {}))
+                         lr_scales=lr_scales)
         class_names = [str(name) for name in class_names]
         if len(class_names) < 2 or class_names[0] != "background":
             raise ValueError(f"class_names must start with 'background' and name at least one class, got {class_names}")

@@ -180,7 +180,7 @@ class Scene3DPretrainModule(VLPModule):
         lr_scales: Mapping[str, float] | None = None,
     ) -> None:
         super().__init__(optimizer=optimizer, scheduler=scheduler, scheduler_interval=scheduler_interval,
-                         lr_scales=plain_container(lr_scales or {}))
+                         lr_scales=lr_scales)
         if context not in CONTEXTS:
             raise ValueError(f"context must be one of {CONTEXTS} ('objectwise' = no graph), got {context!r}")
         weights = {name: 1.0 for name in OBJECTIVES}
