@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 
 from common.io import atomic_write_json, atomic_write_text
 from common.lightning.runner import instantiate_collection, scalar_metrics
-from medvl.models.medvl_module import MedVLPretrainModule
+from medvl.models.medvl_module import MedVLPretrainModule, resolve_pointing_source
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
@@ -45,6 +45,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         diff = {k: (trained.get(k), given.get(k)) for k in sorted(set(trained) | set(given)) if trained.get(k) != given.get(k)}
         raise ValueError(f"the data's preprocessing differs from the one the model was trained with "
                          f"(key: (trained, given)): {diff}; set data.preprocess.* to the trained values")
+    if cfg.get("pointing_source"):  # e.g. compare the pointing of one checkpoint by word and sentence attention
+        model.pointing_method = resolve_pointing_source(str(cfg.pointing_source), model.loss_weights)
     if list(datamodule.label_names) != list(model.label_names):
         model.label_names = list(datamodule.label_names)  # zero-shot prompts follow the evaluated data's findings
 

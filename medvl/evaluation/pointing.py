@@ -1,6 +1,7 @@
 """Pointing accuracy: does the peak of a finding sentence's attention over the volume fall in the right organ?"""
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Sequence
 
 import torch
@@ -63,3 +64,27 @@ def find_sentence(sentences: Sequence[str], target: str) -> int | None:
         if wanted and (wanted in sentence or sentence in wanted) and len(sentence) > 10:
             return i
     return None
+
+
+def pointing_summary(hits: Sequence[float], organs: Sequence[str], chance: Sequence[float],
+                     control_hits: Sequence[float] = ()) -> dict[str, float]:
+    """Pointing metrics over finding sentences: "pointing_acc" (hit rate), "pointing_acc/<organ>" (per organ),
+    "pointing_chance" (mean share of the volume in the organ), "pointing_n", and, when control hits are given
+    (the same organs pointed at by a sentence that states no finding), "pointing_acc_control_sentence".
+
+    Shapes:
+        hits, organs, chance: one entry per finding sentence (at least one); control_hits: one per finding
+        sentence whose report has a sentence without findings (any number)
+    """
+    if not hits or not (len(hits) == len(organs) == len(chance)):
+        raise ValueError(f"pointing_summary needs one entry per finding sentence (at least one); got {len(hits)} "
+                         f"hits, {len(organs)} organs, {len(chance)} chance values")
+    by_organ: dict[str, list[float]] = defaultdict(list)
+    for hit, organ in zip(hits, organs):
+        by_organ[organ].append(float(hit))
+    out = {"pointing_acc": sum(hits) / len(hits), "pointing_chance": sum(chance) / len(chance),
+           "pointing_n": float(len(hits))}
+    if control_hits:
+        out["pointing_acc_control_sentence"] = sum(control_hits) / len(control_hits)
+    out.update({f"pointing_acc/{organ}": sum(v) / len(v) for organ, v in sorted(by_organ.items())})
+    return out

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -47,7 +48,7 @@ from common.losses.matching import ImageTextMatchingLoss
 from common.metrics.classification import multilabel_auroc
 from common.metrics.retrieval import retrieval_recall_at_k
 from common.text.tokenizer import tokenizer_from_json
-from medvl.evaluation.pointing import find_sentence, organ_fraction, pointing_hit
+from medvl.evaluation.pointing import find_sentence, organ_fraction, pointing_hit, pointing_summary
 from medvl.evaluation.zeroshot import (
     DEFAULT_NEGATIVE_TEMPLATES,
     DEFAULT_POSITIVE_TEMPLATES,
@@ -55,7 +56,7 @@ from medvl.evaluation.zeroshot import (
     zero_shot_probabilities,
 )
 from medvl.models.components.report_tokenization import ReportBatchEncoder
-from medvl.models.components.tribert import TriBERT
+from medvl.models.components.tribert import TriBERT, pool_by_group
 from medvl.models.components.vision_ssl import (
     MaskedBlockReconstruction,
     RotationPrediction,
@@ -74,6 +75,8 @@ DEFAULT_VOLUME_ENCODER = {"backbone": "swin", "feature_size": 12, "depths": (2, 
 DEFAULT_TEXT_ENCODER = {"hidden_size": 128, "num_layers": 4, "num_heads": 4, "num_cross_attention_layers": 2,
                         "dropout": 0.1}
 DEFAULT_SSL = {"block_size": 8, "mask_ratio": 0.3, "rotation_classes": 4, "reconstruction_stride": 1}
+# Which attention map a finding sentence points with (see MedVLPretrainModule.pointing_method).
+POINTING_SOURCES = ("auto", "word_alignment", "sentence_alignment", "global_cam")
 
 
 def _organ_family(name: str) -> str:
@@ -102,11 +105,16 @@ class MedVLPretrainModule(VLPModule):
         max_sentences, max_length: report truncation (sentences per report, tokens per report).
         zeroshot_templates: {"positive": [...], "negative": [...]} prompt templates with ``{finding}``, and
             optionally "context": sentences placed before every prompt, so that a prompt is encoded as a report.
+        pointing_source: the attention a finding sentence points with (``pointing_method``): "word_alignment"
+            (mean of its words' attention over the fine tokens), "sentence_alignment" (its attention over the
+            coarse regions), "global_cam" (cosine with the last-stage tokens in the global space), or "auto":
+            the finest of these the model was trained for (word, then sentence alignment, else global_cam).
         optimizer, scheduler, scheduler_interval, lr_scales: see ``VLPModule``.
 
     Raises:
         ValueError: unknown objective names, all objectives off, or an encoder image size that differs from the
-            preprocessing's spatial_size, or an unknown zeroshot_templates key.
+            preprocessing's spatial_size, an unknown zeroshot_templates key, or a pointing_source that is unknown
+            or names an alignment objective that is switched off.
     """
 
     def __init__(
@@ -129,6 +137,7 @@ class MedVLPretrainModule(VLPModule):
         scheduler: Any = None,
         scheduler_interval: str = "step",
         lr_scales: Mapping[str, float] | None = None,
+        pointing_source: str = "auto",
     ) -> None:
         super().__init__(optimizer=optimizer, scheduler=scheduler, scheduler_interval=scheduler_interval,
                          lr_scales=lr_scales)
@@ -155,6 +164,7 @@ class MedVLPretrainModule(VLPModule):
         if unknown:
             raise ValueError(f"unknown zeroshot_templates key(s) {unknown}; valid keys are "
                              "['context', 'negative', 'positive']")
+        pointing_method = resolve_pointing_source(pointing_source, weights)
         self.save_hyperparameters({
             "tokenizer_json": tokenizer_json, "label_names": list(label_names), "preprocess": preprocess,
             "organ_labels": {str(k): int(v) for k, v in plain_container(organ_labels or {}).items()},
@@ -166,9 +176,10 @@ class MedVLPretrainModule(VLPModule):
             "zeroshot_templates": {"positive": list(templates.get("positive", DEFAULT_POSITIVE_TEMPLATES)),
                                    "negative": list(templates.get("negative", DEFAULT_NEGATIVE_TEMPLATES)),
                                    "context": [str(c) for c in templates.get("context", [])]},
-            "scheduler_interval": scheduler_interval,
+            "scheduler_interval": scheduler_interval, "pointing_source": pointing_source,
         })
         self.loss_weights = weights
+        self.pointing_method = pointing_method
         self.label_names = list(label_names)
 
         self.tokenizer = tokenizer_from_json(tokenizer_json)
@@ -322,7 +333,7 @@ class MedVLPretrainModule(VLPModule):
             out.update(self._vision_ssl_losses(images, volume_emb))
         out["logit_scale"] = self.clip.logit_scale
         if stage in ("val", "test"):
-            self._collect_for_evaluation(batch, vision, text, volume_emb, report_emb, stage)
+            self._collect_for_evaluation(batch, vision, text, text_inputs, volume_emb, report_emb, stage)
         return out
 
     def _vision_ssl_losses(self, images: Tensor, volume_emb: Tensor) -> dict[str, Tensor]:
@@ -354,7 +365,8 @@ class MedVLPretrainModule(VLPModule):
 
     # ------------------------------------------------------------------------------------------------ evaluation
     def _collect_for_evaluation(self, batch: Mapping[str, Any], vision: Mapping[str, Any], text: Mapping[str, Tensor],
-                                volume_emb: Tensor, report_emb: Tensor, stage: str) -> None:
+                                text_inputs: Mapping[str, Tensor], volume_emb: Tensor, report_emb: Tensor,
+                                stage: str) -> None:
         store = self._eval_store
         store["volume"].append(volume_emb.detach().float().cpu())
         store["report"].append(report_emb.detach().float().cpu())
@@ -371,21 +383,29 @@ class MedVLPretrainModule(VLPModule):
                 if len(store["slices"]) < 16:
                     store["slices"].append(np.stack([axial.numpy(), coronal.numpy()]))
         if self.hparams["organ_labels"] and "organ_mask" in batch:
-            self._collect_pointing(batch, vision, text)
+            self._collect_pointing(batch, vision, text, text_inputs)
 
     def _sentence_attention(self, vision: Mapping[str, Any], text: Mapping[str, Tensor],
-                            sentences: Sequence[Sequence[str]]) -> tuple[Tensor, tuple[int, int, int], str]:
-        """(B, S, N) attention of every report sentence over the volume, its token grid, and the method used.
+                            text_inputs: Mapping[str, Tensor],
+                            sentences: Sequence[Sequence[str]]) -> tuple[Tensor, tuple[int, int, int]]:
+        """(B, S, N) attention of every report sentence over the volume and its token grid, by ``pointing_method``:
 
-        With sentence-level alignment trained: GLoRIA attention over the coarse regions. Otherwise a class
-        activation map in the global space: cosine of each sentence (encoded alone as a report) with the
-        last-stage tokens projected like the pooled feature (the only localisation a global model has).
+        - "word_alignment": the mean of the GLoRIA attention maps of the sentence's words over the fine tokens;
+        - "sentence_alignment": the sentence's GLoRIA attention over the coarse regions;
+        - "global_cam": a class activation map in the global space: cosine of each sentence (encoded alone as a
+          report) with the last-stage tokens projected like the pooled feature (all a global model has).
         """
-        if self.loss_weights["sentence_alignment"]:
+        if self.pointing_method == "word_alignment":
+            words = self.word_alignment.attention(self.word_proj(text["words"]), text["word_mask"],
+                                                  vision["fine"])  # (B, W, Nf)
+            word_sentence = text_inputs["word_sentence"].to(words.device)  # (B, W), -1 for padding
+            attention = pool_by_group(words, word_sentence, text["sentence_mask"].shape[1], mean=True)  # (B, S, Nf)
+            return attention, tuple(vision["fine_grid"])
+        if self.pointing_method == "sentence_alignment":
             attention = self.sentence_alignment.attention(self.sentence_proj(text["sentences"]), text["sentence_mask"],
                                                           vision["coarse"])
-            return attention, tuple(vision["coarse_grid"]), "sentence_alignment"
-        return self._global_cam(vision, sentences), tuple(vision["tokens_grid"]), "global_cam"
+            return attention, tuple(vision["coarse_grid"])
+        return self._global_cam(vision, sentences), tuple(vision["tokens_grid"])
 
     def _global_cam(self, vision: Mapping[str, Any], sentences: Sequence[Sequence[str]]) -> Tensor:
         tokens = vision["pooled_tokens"]  # (B, Nt, E)
@@ -397,27 +417,39 @@ class MedVLPretrainModule(VLPModule):
             maps[i, : len(report)] = (sims * float(self.clip.logit_scale)).softmax(dim=-1)
         return maps
 
-    def _collect_pointing(self, batch: Mapping[str, Any], vision: Mapping[str, Any], text: Mapping[str, Tensor]) -> None:
+    def _collect_pointing(self, batch: Mapping[str, Any], vision: Mapping[str, Any], text: Mapping[str, Tensor],
+                          text_inputs: Mapping[str, Tensor]) -> None:
         organ_labels = self.hparams["organ_labels"]
         families: dict[str, list[int]] = defaultdict(list)
         for name, label in organ_labels.items():
             families[_organ_family(name)].append(int(label))
-        attention, grid, method = self._sentence_attention(vision, text, batch["sentences"])
+        attention, grid = self._sentence_attention(vision, text, text_inputs, batch["sentences"])
         masks = batch["organ_mask"][:, 0].cpu()
         valid = batch.get("organ_mask_valid")
+        store = self._eval_store
         for i, findings in enumerate(batch["findings"]):
             if valid is not None and not bool(valid[i]):
                 continue
-            for finding in findings:
+            sentences = batch["sentences"][i]
+            stated = [(f, find_sentence(sentences, f.get("sentence", ""))) for f in findings]
+            # Control: the report's first sentence that states no finding (the demo's technique sentence). If its
+            # map points into the finding's organ as often, the maps know where organs are but not what was said.
+            finding_indices = {index for _, index in stated if index is not None}
+            control = next((j for j in range(len(sentences)) if j not in finding_indices), None)
+            for finding, index in stated:
                 organ = finding.get("organ")
-                index = find_sentence(batch["sentences"][i], finding.get("sentence", ""))
                 if organ not in organ_labels or index is None:
                     continue
-                family_mask = torch.isin(masks[i], torch.tensor(families[_organ_family(organ)]))
-                hit = pointing_hit(attention[i, index].detach().cpu(), grid, family_mask.long(), 1)
-                self._eval_store["pointing_hits"].append(float(hit))
-                self._eval_store["pointing_chance"].append(organ_fraction(family_mask.long(), 1))
-        self._eval_store["pointing_method"] = [method]
+                family = _organ_family(organ)
+                family_mask = torch.isin(masks[i], torch.tensor(families[family])).long()
+                hit = float(pointing_hit(attention[i, index].detach().cpu(), grid, family_mask, 1))
+                store["pointing_hits"].append(hit)
+                store["pointing_families"].append(family)
+                store["pointing_chance"].append(organ_fraction(family_mask, 1))
+                if control is not None:
+                    store["pointing_control_hits"].append(
+                        float(pointing_hit(attention[i, control].detach().cpu(), grid, family_mask, 1)))
+        self._eval_store["pointing_grid_tokens"] = [math.prod(grid)]
 
     @torch.no_grad()
     def _prompt_embeddings(self) -> tuple[Tensor, Tensor]:
@@ -459,10 +491,12 @@ class MedVLPretrainModule(VLPModule):
                 for name in self.label_names:
                     metrics[f"zeroshot/auroc/{name}"] = auroc[f"auroc_{name}"]
         if store.get("pointing_hits"):
-            metrics["grounding/pointing_acc"] = float(np.mean(store["pointing_hits"]))
-            metrics["grounding/pointing_chance"] = float(np.mean(store["pointing_chance"]))
-            metrics["grounding/pointing_n"] = float(len(store["pointing_hits"]))
-            metrics["grounding/uses_sentence_alignment"] = float(store["pointing_method"][0] == "sentence_alignment")
+            metrics.update({f"grounding/{k}": v for k, v in pointing_summary(
+                store["pointing_hits"], store["pointing_families"], store["pointing_chance"],
+                store["pointing_control_hits"]).items()})
+            metrics["grounding/pointing_grid_tokens"] = float(store["pointing_grid_tokens"][0])
+            for method in POINTING_SOURCES[1:]:  # which map pointed: 1.0 for the one in use
+                metrics[f"grounding/uses_{method}"] = float(self.pointing_method == method)
         return metrics
 
     def on_validation_epoch_start(self) -> None:
@@ -495,3 +529,15 @@ class MedVLPretrainModule(VLPModule):
         if self._eval_store.get("slices"):
             plot_retrieval_examples(self._eval_store["slices"], self._eval_store["reports"], similarity,
                                     out / "retrieval_examples.png")
+
+
+def resolve_pointing_source(source: str, weights: Mapping[str, float]) -> str:
+    """The pointing method for ``source`` (see ``MedVLPretrainModule``) given the objectives' weights."""
+    if source not in POINTING_SOURCES:
+        raise ValueError(f"pointing_source={source!r} is not one of {list(POINTING_SOURCES)}")
+    if source == "auto":
+        return next((name for name in ("word_alignment", "sentence_alignment") if weights[name]), "global_cam")
+    if source != "global_cam" and not weights[source]:
+        raise ValueError(f"pointing_source={source!r} needs the {source} objective, which this model was trained "
+                         f"without (loss_weights.{source}=0); use 'auto' or 'global_cam'")
+    return source

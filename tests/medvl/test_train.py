@@ -79,6 +79,20 @@ def test_evaluate_writes_the_required_metrics(trained_run, tmp_path):
     for key in ("retrieval/v2t_R@1", "retrieval/t2v_R@10", "zeroshot/auroc_mean", "grounding/pointing_acc"):
         assert key in saved and key in metrics
     assert 0.0 <= saved["retrieval/v2t_R@1"] <= 1.0
+    # the full model points with its words' attention over the fine tokens (32^3 input / 8 = 4^3)
+    assert saved["grounding/uses_word_alignment"] == 1.0 and saved["grounding/pointing_grid_tokens"] == 64
+
+
+def test_evaluate_can_point_with_another_trained_attention(trained_run, tmp_path):
+    tmp, cfg, _ = trained_run
+    eval_cfg = _compose("medvl_evaluate", tmp, *[o for o in TINY if o.startswith("data.")],
+                        f"ckpt_path={Path(cfg.paths.output_dir) / 'checkpoints' / 'last.ckpt'}",
+                        "pointing_source=sentence_alignment")
+    with open_dict(eval_cfg):
+        eval_cfg.paths.output_dir = str(tmp_path / "eval")
+    metrics = evaluate(eval_cfg)
+    assert metrics["grounding/uses_sentence_alignment"] == 1.0 and metrics["grounding/uses_word_alignment"] == 0.0
+    assert metrics["grounding/pointing_grid_tokens"] == 8  # the coarse regions: 32^3 / 16 = 2^3
 
 
 def test_evaluate_rejects_mismatched_preprocessing(trained_run, tmp_path):

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from transformers import BertConfig, BertModel
 from transformers.models.bert.modeling_bert import BertEmbeddings, BertLayer, BertPredictionHeadTransform
 
-__all__ = ["TriBERT", "additive_attention_mask", "tribert_attention_mask"]
+__all__ = ["TriBERT", "additive_attention_mask", "pool_by_group", "tribert_attention_mask"]
 
 _REQUIRED_KEYS = (
     "input_ids",
@@ -287,9 +287,9 @@ class TriBERT(nn.Module):
             "attention_mask": allowed,
             "token_mask": token_mask,
             "report": hidden[:, 0],
-            "sentences": _pool(hidden, batch["sentence_index"], sentence_mask.shape[1], mean=True),
+            "sentences": pool_by_group(hidden, batch["sentence_index"], sentence_mask.shape[1], mean=True),
             "sentence_mask": sentence_mask,
-            "words": _pool(hidden, batch["word_index"], word_mask.shape[1], mean=False),
+            "words": pool_by_group(hidden, batch["word_index"], word_mask.shape[1], mean=False),
             "word_mask": word_mask,
         }
         if output_hidden_states:
@@ -436,7 +436,7 @@ class TriBERT(nn.Module):
                 )
 
 
-def _pool(hidden: Tensor, index: Tensor, size: int, *, mean: bool) -> Tensor:
+def pool_by_group(hidden: Tensor, index: Tensor, size: int, *, mean: bool) -> Tensor:
     """Sum (or average) token states into `size` groups given each token's group (-1 = none).
 
     Shapes:

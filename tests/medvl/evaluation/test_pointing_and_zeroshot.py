@@ -1,9 +1,16 @@
 """Pointing accuracy and zero-shot scoring on hand-made maps and embeddings."""
 from __future__ import annotations
 
+import pytest
 import torch
 
-from medvl.evaluation.pointing import attention_peak_voxel, find_sentence, organ_fraction, pointing_hit
+from medvl.evaluation.pointing import (
+    attention_peak_voxel,
+    find_sentence,
+    organ_fraction,
+    pointing_hit,
+    pointing_summary,
+)
 from medvl.evaluation.zeroshot import build_prompts, zero_shot_probabilities
 
 
@@ -42,3 +49,10 @@ def test_zero_shot_probability_follows_the_closer_prompt():
     probabilities = zero_shot_probabilities(volumes, positive, negative, torch.tensor(10.0))
     assert probabilities.shape == (3, 2)
     assert probabilities[0, 0] > 0.9 and probabilities[1, 0] < 0.1 and probabilities[2, 1] < 0.1
+
+
+def test_pointing_summary_rejects_lists_of_different_lengths():
+    with pytest.raises(ValueError, match="one entry per finding sentence"):
+        pointing_summary([1.0], ["liver", "lung"], [0.1])
+    with pytest.raises(ValueError, match="at least one"):
+        pointing_summary([], [], [])

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from common.text.tokenizer import tokenizer_to_json, train_wordpiece_tokenizer
+from medvl.evaluation.pointing import pointing_summary
 from medvl.models.medvl_module import OBJECTIVES, MedVLPretrainModule
 
 SENTENCES = [
@@ -170,3 +171,72 @@ def test_reconstruction_stride_decodes_a_pooled_target_with_fewer_upsampling_sta
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in pooled.reconstruction.parameters())
     with pytest.raises(ValueError, match="reconstruction_stride"):
         _reconstruction_module(tokenizer_json, 3)
+
+
+def test_pointing_source_auto_takes_the_finest_trained_alignment_and_checks_named_ones(tokenizer_json):
+    assert _module(tokenizer_json, word_alignment=1.0, sentence_alignment=1.0).pointing_method == "word_alignment"
+    assert _module(tokenizer_json, sentence_alignment=1.0).pointing_method == "sentence_alignment"
+    assert _module(tokenizer_json, report_contrastive=1.0).pointing_method == "global_cam"
+    with pytest.raises(ValueError, match="trained without"):
+        MedVLPretrainModule(tokenizer_json=tokenizer_json, label_names=LABELS, preprocess={"spatial_size": [32] * 3},
+                            volume_encoder={"feature_size": 12}, loss_weights={"word_alignment": 0.0},
+                            pointing_source="word_alignment")
+    with pytest.raises(ValueError, match="not one of"):
+        MedVLPretrainModule(tokenizer_json=tokenizer_json, label_names=LABELS, preprocess={"spatial_size": [32] * 3},
+                            volume_encoder={"feature_size": 12}, pointing_source="words")
+
+
+def test_word_alignment_pointing_averages_the_attention_of_each_sentences_words(tokenizer_json):
+    module = _module(tokenizer_json, word_alignment=1.0, sentence_alignment=1.0).eval()
+    batch = _batch()
+    with torch.no_grad():
+        text_inputs = module.encode_reports(batch["sentences"])
+        vision = module.encode_volume(batch["image"])
+        text = module.text_encoder.encode_text(text_inputs)
+        by_words, grid = module._sentence_attention(vision, text, text_inputs, batch["sentences"])
+        words = module.word_alignment.attention(module.word_proj(text["words"]), text["word_mask"], vision["fine"])
+        module.pointing_method = "sentence_alignment"
+        by_sentence, coarse_grid = module._sentence_attention(vision, text, text_inputs, batch["sentences"])
+    assert grid == tuple(vision["fine_grid"]) and coarse_grid == tuple(vision["coarse_grid"])
+    assert by_words.shape == (3, 3, vision["fine"].shape[1]) and by_sentence.shape[-1] == vision["coarse"].shape[1]
+    word_sentence = text_inputs["word_sentence"]
+    for i, report in enumerate(batch["sentences"]):
+        for s in range(len(report)):
+            members = word_sentence[i] == s
+            assert int(members.sum()) >= 3  # every sentence has several words
+            assert torch.allclose(by_words[i, s], words[i, members].mean(dim=0), atol=1e-6)
+            assert torch.isclose(by_words[i, s].sum(), torch.tensor(1.0), atol=1e-5)  # still a distribution
+        assert not by_words[i, len(report):].any()  # padded sentences point nowhere
+    assert not torch.allclose(by_words[1, 0], by_words[1, 1], atol=1e-4)  # each sentence has its own map
+
+
+def test_pointing_metrics_score_the_finding_sentence_against_a_control_sentence_per_organ(tokenizer_json):
+    module = _module(tokenizer_json, report_contrastive=1.0)
+    module.hparams["organ_labels"] = {"liver": 1, "lung_upper_lobe_left": 2, "lung_lower_lobe_left": 3}
+    masks = torch.zeros(2, 1, 32, 32, 32, dtype=torch.long)
+    masks[:, 0, :16, :16, :16] = 1  # liver: octant 0 of the 2^3 grid
+    masks[:, 0, 16:, 16:, :16] = 2  # upper lobe: octant 6; lower lobe: octant 7 (lobes count as one lung)
+    masks[:, 0, 16:, 16:, 16:] = 3
+    sentences = [["Technique.", "A lesion in the liver.", "A nodule in the left upper lobe."],
+                 ["Technique.", "A nodule in the left lower lobe."]]
+    findings = [[{"organ": "liver", "sentence": "A lesion in the liver."},
+                 {"organ": "lung_upper_lobe_left", "sentence": "A nodule in the left upper lobe."}],
+                [{"organ": "lung_lower_lobe_left", "sentence": "A nodule in the left lower lobe."}]]
+    attention = torch.zeros(2, 3, 8)
+    attention[:, 0, 3] = 1.0  # the technique sentences point at an empty octant
+    attention[0, 1, 0] = 1.0  # liver sentence -> liver octant: hit
+    attention[0, 2, 0] = 1.0  # upper lobe sentence -> liver octant: miss
+    attention[1, 1, 7] = 1.0  # lower lobe sentence -> lower lobe octant: a hit for "lung"
+    module._sentence_attention = lambda *args: (attention, (2, 2, 2))
+    module.on_validation_epoch_start()
+    module._collect_pointing({"organ_mask": masks, "sentences": sentences, "findings": findings}, {}, {}, {})
+    store = module._eval_store
+    summary = pointing_summary(store["pointing_hits"], store["pointing_families"], store["pointing_chance"],
+                               store["pointing_control_hits"])
+    assert summary == pytest.approx({"pointing_acc": 2 / 3, "pointing_acc/liver": 1.0, "pointing_acc/lung": 0.5,
+                                     "pointing_acc_control_sentence": 0.0, "pointing_n": 3.0,
+                                     "pointing_chance": (1 / 8 + 2 / 8 + 2 / 8) / 3})
+    attention[:, 0, 3], attention[:, 0, 0] = 0.0, 1.0  # technique sentences now point at the liver octant
+    module.on_validation_epoch_start()
+    module._collect_pointing({"organ_mask": masks, "sentences": sentences, "findings": findings}, {}, {}, {})
+    assert module._eval_store["pointing_control_hits"] == [1.0, 0.0, 0.0]  # a hit for the liver finding only
