@@ -1,6 +1,7 @@
 """Pointing accuracy: does the peak of a finding sentence's attention over the volume fall in the right organ?"""
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Sequence
 
@@ -67,24 +68,30 @@ def find_sentence(sentences: Sequence[str], target: str) -> int | None:
 
 
 def pointing_summary(hits: Sequence[float], organs: Sequence[str], chance: Sequence[float],
-                     control_hits: Sequence[float] = ()) -> dict[str, float]:
-    """Pointing metrics over finding sentences: "pointing_acc" (hit rate), "pointing_acc/<organ>" (per organ),
-    "pointing_chance" (mean share of the volume in the organ), "pointing_n", and, when control hits are given
-    (the same organs pointed at by a sentence that states no finding), "pointing_acc_control_sentence".
+                     control_hits: Sequence[float] | None = None) -> dict[str, float]:
+    """Pointing metrics over finding sentences.
+
+    "pointing_acc" (hit rate), "pointing_chance" (mean share of the volume in the organ: a random voxel's hit
+    rate), "pointing_n", per organ "pointing_acc/<organ>" and "pointing_chance/<organ>", and with control hits
+    (the same organs pointed at by a sentence that states no finding; NaN where the report has none)
+    "pointing_acc_control_sentence" and "pointing_acc_control_sentence/<organ>" over the non-NaN ones.
 
     Shapes:
-        hits, organs, chance: one entry per finding sentence (at least one); control_hits: one per finding
-        sentence whose report has a sentence without findings (any number)
+        hits, organs, chance, control_hits: one entry per finding sentence (at least one)
     """
-    if not hits or not (len(hits) == len(organs) == len(chance)):
+    control = [float("nan")] * len(hits) if control_hits is None else [float(c) for c in control_hits]
+    if not hits or not (len(hits) == len(organs) == len(chance) == len(control)):
         raise ValueError(f"pointing_summary needs one entry per finding sentence (at least one); got {len(hits)} "
-                         f"hits, {len(organs)} organs, {len(chance)} chance values")
-    by_organ: dict[str, list[float]] = defaultdict(list)
-    for hit, organ in zip(hits, organs):
-        by_organ[organ].append(float(hit))
-    out = {"pointing_acc": sum(hits) / len(hits), "pointing_chance": sum(chance) / len(chance),
-           "pointing_n": float(len(hits))}
-    if control_hits:
-        out["pointing_acc_control_sentence"] = sum(control_hits) / len(control_hits)
-    out.update({f"pointing_acc/{organ}": sum(v) / len(v) for organ, v in sorted(by_organ.items())})
+                         f"hits, {len(organs)} organs, {len(chance)} chance values, {len(control)} control hits")
+    groups: dict[str, list[int]] = defaultdict(list)
+    for index, organ in enumerate(organs):
+        groups[""].append(index)
+        groups[f"/{organ}"].append(index)
+    out = {"pointing_n": float(len(hits))}
+    for suffix, members in sorted(groups.items()):
+        out[f"pointing_acc{suffix}"] = sum(float(hits[i]) for i in members) / len(members)
+        out[f"pointing_chance{suffix}"] = sum(float(chance[i]) for i in members) / len(members)
+        controls = [control[i] for i in members if not math.isnan(control[i])]
+        if controls:
+            out[f"pointing_acc_control_sentence{suffix}"] = sum(controls) / len(controls)
     return out

@@ -446,9 +446,8 @@ class MedVLPretrainModule(VLPModule):
                 store["pointing_hits"].append(hit)
                 store["pointing_families"].append(family)
                 store["pointing_chance"].append(organ_fraction(family_mask, 1))
-                if control is not None:
-                    store["pointing_control_hits"].append(
-                        float(pointing_hit(attention[i, control].detach().cpu(), grid, family_mask, 1)))
+                store["pointing_control_hits"].append(float("nan") if control is None else float(
+                    pointing_hit(attention[i, control].detach().cpu(), grid, family_mask, 1)))
         self._eval_store["pointing_grid_tokens"] = [math.prod(grid)]
 
     @torch.no_grad()

@@ -56,3 +56,13 @@ def test_pointing_summary_rejects_lists_of_different_lengths():
         pointing_summary([1.0], ["liver", "lung"], [0.1])
     with pytest.raises(ValueError, match="at least one"):
         pointing_summary([], [], [])
+
+
+def test_pointing_summary_averages_controls_over_the_reports_that_have_one():
+    summary = pointing_summary([1.0, 0.0, 1.0], ["liver", "liver", "lung"], [0.1, 0.1, 0.3],
+                               [float("nan"), 1.0, 0.0])
+    assert summary["pointing_acc/liver"] == 0.5 and summary["pointing_acc/lung"] == 1.0
+    assert summary["pointing_acc_control_sentence"] == 0.5  # the NaN (no control sentence) is left out
+    assert summary["pointing_acc_control_sentence/liver"] == 1.0
+    assert summary["pointing_chance"] == pytest.approx(0.5 / 3)
+    assert "pointing_acc_control_sentence" not in pointing_summary([1.0], ["liver"], [0.1])

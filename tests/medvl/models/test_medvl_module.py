@@ -234,8 +234,10 @@ def test_pointing_metrics_score_the_finding_sentence_against_a_control_sentence_
     summary = pointing_summary(store["pointing_hits"], store["pointing_families"], store["pointing_chance"],
                                store["pointing_control_hits"])
     assert summary == pytest.approx({"pointing_acc": 2 / 3, "pointing_acc/liver": 1.0, "pointing_acc/lung": 0.5,
-                                     "pointing_acc_control_sentence": 0.0, "pointing_n": 3.0,
-                                     "pointing_chance": (1 / 8 + 2 / 8 + 2 / 8) / 3})
+                                     "pointing_acc_control_sentence": 0.0, "pointing_acc_control_sentence/liver": 0.0,
+                                     "pointing_acc_control_sentence/lung": 0.0, "pointing_n": 3.0,
+                                     "pointing_chance": (1 / 8 + 2 / 8 + 2 / 8) / 3, "pointing_chance/liver": 1 / 8,
+                                     "pointing_chance/lung": 2 / 8})
     attention[:, 0, 3], attention[:, 0, 0] = 0.0, 1.0  # technique sentences now point at the liver octant
     module.on_validation_epoch_start()
     module._collect_pointing({"organ_mask": masks, "sentences": sentences, "findings": findings}, {}, {}, {})
