@@ -1,4 +1,4 @@
-"""PNG figures of a test run: the volume -> report similarity matrix and retrieval examples."""
+"""PNG figures of a test run: the volume -> report similarity matrix, retrieval and pointing examples."""
 from __future__ import annotations
 
 import textwrap
@@ -15,6 +15,20 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def slice_axes(orientation: str) -> tuple[int, int]:
+    """(axial, coronal) axis of a volume in this orientation code: where S/I and A/P are ("RAS" -> (2, 1)).
+
+    Raises:
+        ValueError: a code without one of S/I and one of A/P.
+    """
+    code = orientation.upper()
+    axial = [i for i, letter in enumerate(code) if letter in "SI"]
+    coronal = [i for i, letter in enumerate(code) if letter in "AP"]
+    if len(code) != 3 or len(axial) != 1 or len(coronal) != 1:
+        raise ValueError(f"orientation {orientation!r} needs one of S/I and one of A/P (e.g. 'RAS')")
+    return axial[0], coronal[0]
 
 
 def plot_similarity_matrix(similarity: np.ndarray, path: str | Path, max_items: int = 64) -> Path:
@@ -44,7 +58,8 @@ def plot_retrieval_examples(slices: Sequence[np.ndarray], reports: Sequence[str]
     """For a few volumes: an axial and a coronal slice beside their top-k retrieved reports (true one marked).
 
     Args:
-        slices: per volume a (2, H, W) array: mid axial and mid coronal slice, intensities in [0, 1].
+        slices: per volume a (2, H, W) array: mid axial and mid coronal slice, intensities in [0, 1] (drawn turned
+            by np.rot90: for RAS volumes anterior / superior up).
         reports: report text of each pair (index i belongs to volume i).
         similarity: (N, N) volume x report similarities.
     """
@@ -70,6 +85,43 @@ def plot_retrieval_examples(slices: Sequence[np.ndarray], reports: Sequence[str]
         axes[row, 2].axis("off")
     fig.suptitle("top-3 retrieved reports per test volume")
     fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_pointing_examples(examples: Sequence[dict], path: str | Path, max_examples: int = 6) -> Path:
+    """Finding sentences' attention on the axial slice through its peak, with the organ outlined.
+
+    Args:
+        examples: dicts with "image", "attention", "organ" ((H, W) arrays of that slice: intensities in [0, 1],
+            the upsampled attention, the organ mask as 0 / 1; drawn turned by np.rot90: for RAS volumes anterior
+            up, patient left on the left), "peak" ((h, w) of the peak in that slice), "slice" (the axial index),
+            "sentence", "organ_name" and "hit" (whether the peak is in the organ).
+    """
+    plt = _pyplot()
+    n = min(max_examples, len(examples))
+    if n == 0:
+        raise ValueError("plot_pointing_examples needs at least one example")
+    columns = min(3, n)
+    rows = (n + columns - 1) // columns
+    fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 5.0 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, example in zip(axes.flat, examples[:n]):
+        ax.imshow(np.rot90(example["image"]), cmap="gray", vmin=0, vmax=1)
+        ax.imshow(np.rot90(example["attention"]), cmap="inferno", alpha=0.45)
+        ax.contour(np.rot90(example["organ"]).astype(float), levels=[0.5], colors=["cyan"], linewidths=1.0)
+        h, w = example["peak"]
+        # np.rot90 moves element (h, w) of an (H, W) slice to row W - 1 - w, column h
+        ax.plot([h], [example["image"].shape[1] - 1 - w], marker="x", color="lime", markersize=10, mew=2)
+        verdict = "hit" if example["hit"] else "miss"
+        ax.set_title(f"{example['organ_name']} (cyan): {verdict}, axial slice {example['slice']}\n"
+                     + textwrap.fill(example["sentence"], width=48), fontsize=7.5)
+    fig.suptitle("pointing: attention of finding sentences (x = peak)")
+    fig.tight_layout(h_pad=2.5)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)

@@ -10,6 +10,23 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
+def upsample_attention(attention: Tensor, grid: Sequence[int], volume_shape: Sequence[int]) -> Tensor:
+    """A token-grid attention map upsampled (trilinear) to the volume.
+
+    Shapes:
+        attention: (N,) in raster order (D slowest), N = prod(grid) -> (D, H, W) float32
+
+    Raises:
+        ValueError: when N does not match the grid.
+    """
+    grid = tuple(int(g) for g in grid)
+    if attention.dim() != 1 or attention.numel() != grid[0] * grid[1] * grid[2]:
+        raise ValueError(f"attention of {attention.numel()} values does not fit grid {grid}")
+    # (N,) -> (1, 1, Dg, Hg, Wg) -> (1, 1, D, H, W)
+    return F.interpolate(attention.float().reshape(1, 1, *grid), size=tuple(int(s) for s in volume_shape),
+                         mode="trilinear", align_corners=False)[0, 0]
+
+
 def attention_peak_voxel(attention: Tensor, grid: Sequence[int], volume_shape: Sequence[int]) -> tuple[int, int, int]:
     """Voxel (d, h, w) of the maximum of a token-grid attention map upsampled (trilinear) to the volume.
 
@@ -23,12 +40,7 @@ def attention_peak_voxel(attention: Tensor, grid: Sequence[int], volume_shape: S
     Raises:
         ValueError: when N does not match the grid.
     """
-    grid = tuple(int(g) for g in grid)
-    if attention.dim() != 1 or attention.numel() != grid[0] * grid[1] * grid[2]:
-        raise ValueError(f"attention of {attention.numel()} values does not fit grid {grid}")
-    # (N,) -> (1, 1, Dg, Hg, Wg) -> (1, 1, D, H, W)
-    volume = F.interpolate(attention.float().reshape(1, 1, *grid), size=tuple(int(s) for s in volume_shape),
-                           mode="trilinear", align_corners=False)[0, 0]
+    volume = upsample_attention(attention, grid, volume_shape)
     peak = volume.max()
     tied = torch.nonzero(volume >= peak - 1e-6 * peak.abs().clamp_min(1e-12)).float()  # (T, 3) voxel indices
     centre = tied.mean(dim=0)

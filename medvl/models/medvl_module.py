@@ -48,7 +48,15 @@ from common.losses.matching import ImageTextMatchingLoss
 from common.metrics.classification import multilabel_auroc
 from common.metrics.retrieval import retrieval_recall_at_k
 from common.text.tokenizer import tokenizer_from_json
-from medvl.evaluation.pointing import find_sentence, organ_fraction, pointing_hit, pointing_summary
+from medvl.evaluation.figures import slice_axes
+from medvl.evaluation.pointing import (
+    attention_peak_voxel,
+    find_sentence,
+    organ_fraction,
+    pointing_hit,
+    pointing_summary,
+    upsample_attention,
+)
 from medvl.evaluation.zeroshot import (
     DEFAULT_NEGATIVE_TEMPLATES,
     DEFAULT_POSITIVE_TEMPLATES,
@@ -374,16 +382,20 @@ class MedVLPretrainModule(VLPModule):
         reports = [" ".join(s) for s in batch["sentences"]]
         store["reports"].extend(reports)
         if stage == "test":
-            images = batch["image"].detach().float().cpu()
-            _, _, d, h, w = images.shape
-            # (B, 1, D, H, W) -> per volume (2, H, W) axial mid slice and (2, D, W) coronal is resized below
-            for image in images[:, 0]:
-                axial = image[d // 2]
-                coronal = F.interpolate(image[:, h // 2][None, None], size=(h, w), mode="nearest")[0, 0]
-                if len(store["slices"]) < 16:
-                    store["slices"].append(np.stack([axial.numpy(), coronal.numpy()]))
+            axial_axis, coronal_axis = self._slice_axes()
+            for image in batch["image"][:, 0].detach().float().cpu():  # (B, 1, X, Y, Z) -> (X, Y, Z) each
+                if len(store["slices"]) >= 16:
+                    break
+                axial = image.select(axial_axis, image.shape[axial_axis] // 2)
+                coronal = image.select(coronal_axis, image.shape[coronal_axis] // 2)
+                coronal = F.interpolate(coronal[None, None], size=tuple(axial.shape), mode="nearest")[0, 0]
+                store["slices"].append(np.stack([axial.numpy(), coronal.numpy()]))  # (2, *axial.shape)
         if self.hparams["organ_labels"] and "organ_mask" in batch:
             self._collect_pointing(batch, vision, text, text_inputs)
+
+    def _slice_axes(self) -> tuple[int, int]:
+        """Axes of the (axial, coronal) slices in the data's orientation: the S/I and A/P axes (RAS: 2, 1)."""
+        return slice_axes(str(self.hparams["preprocess"].get("orientation", "RAS")))
 
     def _sentence_attention(self, vision: Mapping[str, Any], text: Mapping[str, Tensor],
                             text_inputs: Mapping[str, Tensor],
@@ -442,7 +454,12 @@ class MedVLPretrainModule(VLPModule):
                     continue
                 family = _organ_family(organ)
                 family_mask = torch.isin(masks[i], torch.tensor(families[family])).long()
-                hit = float(pointing_hit(attention[i, index].detach().cpu(), grid, family_mask, 1))
+                sentence_map = attention[i, index].detach().float().cpu()
+                hit = float(pointing_hit(sentence_map, grid, family_mask, 1))
+                if len(store["pointing_examples"]) < _POINTING_FIGURE_EXAMPLES:
+                    store["pointing_examples"].append(_pointing_example(
+                        batch["image"][i, 0], sentence_map, grid, family_mask, self._slice_axes()[0],
+                        sentences[index], family, hit))
                 store["pointing_hits"].append(hit)
                 store["pointing_families"].append(family)
                 store["pointing_chance"].append(organ_fraction(family_mask, 1))
@@ -518,7 +535,7 @@ class MedVLPretrainModule(VLPModule):
             self._write_test_figures()
 
     def _write_test_figures(self) -> None:
-        from medvl.evaluation.figures import plot_retrieval_examples, plot_similarity_matrix
+        from medvl.evaluation.figures import plot_pointing_examples, plot_retrieval_examples, plot_similarity_matrix
 
         out = Path(self.trainer.default_root_dir) / "figures"
         volume = F.normalize(torch.cat(self._eval_store["volume"]), dim=-1)
@@ -528,6 +545,29 @@ class MedVLPretrainModule(VLPModule):
         if self._eval_store.get("slices"):
             plot_retrieval_examples(self._eval_store["slices"], self._eval_store["reports"], similarity,
                                     out / "retrieval_examples.png")
+        if self._eval_store.get("pointing_examples"):
+            plot_pointing_examples(self._eval_store["pointing_examples"], out / "pointing_examples.png")
+
+
+_POINTING_FIGURE_EXAMPLES = 6
+
+
+def _pointing_example(image: Tensor, attention: Tensor, grid: Sequence[int], organ_mask: Tensor, axial_axis: int,
+                      sentence: str, organ: str, hit: float) -> dict[str, Any]:
+    """The axial slice through a sentence's attention peak, for ``plot_pointing_examples``.
+
+    Shapes:
+        image: (X, Y, Z) in [0, 1], attention: (N,), organ_mask: (X, Y, Z) 0 / 1; slices: the volume without
+        ``axial_axis``
+    """
+    peak = attention_peak_voxel(attention, grid, organ_mask.shape)
+    index = peak[axial_axis]
+    upsampled = upsample_attention(attention, grid, organ_mask.shape)  # (X, Y, Z)
+    return {"image": image.detach().float().cpu().select(axial_axis, index).numpy(),
+            "attention": upsampled.select(axial_axis, index).numpy(),
+            "organ": organ_mask.select(axial_axis, index).numpy(),
+            "peak": tuple(p for axis, p in enumerate(peak) if axis != axial_axis), "slice": index,
+            "sentence": sentence, "organ_name": organ, "hit": bool(hit)}
 
 
 def resolve_pointing_source(source: str, weights: Mapping[str, float]) -> str:

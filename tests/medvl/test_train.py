@@ -59,7 +59,8 @@ def test_train_writes_every_output_well_formed(trained_run):
         assert f"test/{name}_loss" in saved, name
     assert (run / "checkpoints" / "last.ckpt").is_file()
     assert list((run / "checkpoints").glob("best-*.ckpt"))
-    for figure in ("loss_curves.png", "metric_curves.png", "similarity_matrix.png", "retrieval_examples.png"):
+    for figure in ("loss_curves.png", "metric_curves.png", "similarity_matrix.png", "retrieval_examples.png",
+                   "pointing_examples.png"):
         assert (run / "figures" / figure).read_bytes()[:4] == b"\x89PNG", figure
     resolved = (run / "config.yaml").read_text()
     assert "MedVLPretrainModule" in resolved and "${" not in resolved

@@ -11,6 +11,7 @@ from medvl.evaluation.pointing import (
     pointing_hit,
     pointing_summary,
 )
+from medvl.evaluation.figures import slice_axes
 from medvl.evaluation.zeroshot import build_prompts, zero_shot_probabilities
 
 
@@ -66,3 +67,9 @@ def test_pointing_summary_averages_controls_over_the_reports_that_have_one():
     assert summary["pointing_acc_control_sentence/liver"] == 1.0
     assert summary["pointing_chance"] == pytest.approx(0.5 / 3)
     assert "pointing_acc_control_sentence" not in pointing_summary([1.0], ["liver"], [0.1])
+
+
+def test_slice_axes_follow_the_orientation_code():
+    assert slice_axes("RAS") == (2, 1) and slice_axes("lps") == (2, 1) and slice_axes("SAR") == (0, 1)
+    with pytest.raises(ValueError, match="S/I"):
+        slice_axes("RLS")

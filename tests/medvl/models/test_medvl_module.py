@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from common.text.tokenizer import tokenizer_to_json, train_wordpiece_tokenizer
+from medvl.evaluation.figures import plot_pointing_examples
 from medvl.evaluation.pointing import pointing_summary
 from medvl.models.medvl_module import OBJECTIVES, MedVLPretrainModule
 
@@ -210,7 +211,7 @@ def test_word_alignment_pointing_averages_the_attention_of_each_sentences_words(
     assert not torch.allclose(by_words[1, 0], by_words[1, 1], atol=1e-4)  # each sentence has its own map
 
 
-def test_pointing_metrics_score_the_finding_sentence_against_a_control_sentence_per_organ(tokenizer_json):
+def test_pointing_metrics_score_the_finding_sentence_against_a_control_sentence_per_organ(tokenizer_json, tmp_path):
     module = _module(tokenizer_json, report_contrastive=1.0)
     module.hparams["organ_labels"] = {"liver": 1, "lung_upper_lobe_left": 2, "lung_lower_lobe_left": 3}
     masks = torch.zeros(2, 1, 32, 32, 32, dtype=torch.long)
@@ -229,7 +230,8 @@ def test_pointing_metrics_score_the_finding_sentence_against_a_control_sentence_
     attention[1, 1, 7] = 1.0  # lower lobe sentence -> lower lobe octant: a hit for "lung"
     module._sentence_attention = lambda *args: (attention, (2, 2, 2))
     module.on_validation_epoch_start()
-    module._collect_pointing({"organ_mask": masks, "sentences": sentences, "findings": findings}, {}, {}, {})
+    batch = {"image": torch.rand(2, 1, 32, 32, 32), "organ_mask": masks, "sentences": sentences, "findings": findings}
+    module._collect_pointing(batch, {}, {}, {})
     store = module._eval_store
     summary = pointing_summary(store["pointing_hits"], store["pointing_families"], store["pointing_chance"],
                                store["pointing_control_hits"])
@@ -238,7 +240,13 @@ def test_pointing_metrics_score_the_finding_sentence_against_a_control_sentence_
                                      "pointing_acc_control_sentence/lung": 0.0, "pointing_n": 3.0,
                                      "pointing_chance": (1 / 8 + 2 / 8 + 2 / 8) / 3, "pointing_chance/liver": 1 / 8,
                                      "pointing_chance/lung": 2 / 8})
+    liver = store["pointing_examples"][0]  # the figure's example: the axial slice through the peak, in the liver
+    assert liver["hit"] and liver["organ_name"] == "liver" and liver["slice"] < 16 and liver["organ"].shape == (32, 32)
+    assert liver["organ"][liver["peak"]] == 1 and liver["image"].shape == liver["attention"].shape == (32, 32)
+    assert [e["hit"] for e in store["pointing_examples"]] == [True, False, True]
+    figure = plot_pointing_examples(store["pointing_examples"], tmp_path / "pointing.png")
+    assert figure.read_bytes()[:4] == b"\x89PNG"
     attention[:, 0, 3], attention[:, 0, 0] = 0.0, 1.0  # technique sentences now point at the liver octant
     module.on_validation_epoch_start()
-    module._collect_pointing({"organ_mask": masks, "sentences": sentences, "findings": findings}, {}, {}, {})
+    module._collect_pointing(batch, {}, {}, {})
     assert module._eval_store["pointing_control_hits"] == [1.0, 0.0, 0.0]  # a hit for the liver finding only
