@@ -54,6 +54,10 @@ def test_train_writes_every_output_well_formed(trained_run):
                 "test/loss", "val/loss"):
         assert key in saved, key
     assert any(k.startswith("zeroshot/auroc/") for k in saved)
+    assert "grounding/pointing_acc_control_sentence" in saved and any(k.startswith("grounding/pointing_acc/") for k in saved)
+    # per-epoch validation logs (and metric_curves.png) keep the headline metrics, not descriptors / breakdowns
+    assert "val/grounding/pointing_acc" in saved and "val/zeroshot/auroc_mean" in saved
+    assert not [k for k in saved if k.startswith("val/") and ("chance" in k or "pointing_acc/" in k or "uses_" in k)]
     for name in ("report_contrastive", "sentence_alignment", "word_alignment", "matching", "multimodal_mlm",
                  "text_mlm", "rotation", "view_contrastive", "reconstruction"):
         assert f"test/{name}_loss" in saved, name
