@@ -114,7 +114,7 @@ def plot_series(series: dict[str, list[tuple[int, float]]], path: Path, title: s
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
     fig.suptitle(title)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))  # leave the suptitle its own strip
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
