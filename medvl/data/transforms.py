@@ -59,7 +59,7 @@ _VALID_AXIS_LETTERS = ("LR", "PA", "IS")
 VolumeLoader = Callable[[Path], Volume]
 
 
-def _check_orientation_code(code: str) -> None:
+def check_orientation_code(code: str) -> None:
     """Raise ValueError unless `code` has one letter from each of L/R, P/A, I/S (e.g. "RAS", "LPS")."""
     letters = code.upper()
     groups = sorted(next((i for i, pair in enumerate(_VALID_AXIS_LETTERS) if c in pair), -1) for c in letters)
@@ -115,7 +115,7 @@ class PreprocessConfig:
     image_interpolation: str = "bilinear"
 
     def __post_init__(self) -> None:
-        _check_orientation_code(self.orientation)
+        check_orientation_code(self.orientation)
         # Normalise lists (from YAML / JSON) to tuples so that the dataclass stays hashable.
         object.__setattr__(self, "orientation", self.orientation.upper())
         if self.spacing is not None:

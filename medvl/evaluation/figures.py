@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from medvl.data.transforms import check_orientation_code
+
 
 def _pyplot():
     import matplotlib
@@ -21,14 +23,11 @@ def slice_axes(orientation: str) -> tuple[int, int]:
     """(axial, coronal) axis of a volume in this orientation code: where S/I and A/P are ("RAS" -> (2, 1)).
 
     Raises:
-        ValueError: a code without one of S/I and one of A/P.
+        ValueError: not a valid axis code (``check_orientation_code``).
     """
+    check_orientation_code(orientation)
     code = orientation.upper()
-    axial = [i for i, letter in enumerate(code) if letter in "SI"]
-    coronal = [i for i, letter in enumerate(code) if letter in "AP"]
-    if len(code) != 3 or len(axial) != 1 or len(coronal) != 1:
-        raise ValueError(f"orientation {orientation!r} needs one of S/I and one of A/P (e.g. 'RAS')")
-    return axial[0], coronal[0]
+    return next(i for i, c in enumerate(code) if c in "SI"), next(i for i, c in enumerate(code) if c in "AP")
 
 
 def plot_similarity_matrix(similarity: np.ndarray, path: str | Path, max_items: int = 64) -> Path:

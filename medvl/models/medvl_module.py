@@ -391,7 +391,7 @@ class MedVLPretrainModule(VLPModule):
                 coronal = F.interpolate(coronal[None, None], size=tuple(axial.shape), mode="nearest")[0, 0]
                 store["slices"].append(np.stack([axial.numpy(), coronal.numpy()]))  # (2, *axial.shape)
         if self.hparams["organ_labels"] and "organ_mask" in batch:
-            self._collect_pointing(batch, vision, text, text_inputs)
+            self._collect_pointing(batch, vision, text, text_inputs, keep_examples=stage == "test")
 
     def _slice_axes(self) -> tuple[int, int]:
         """Axes of the (axial, coronal) slices in the data's orientation: the S/I and A/P axes (RAS: 2, 1)."""
@@ -430,7 +430,8 @@ class MedVLPretrainModule(VLPModule):
         return maps
 
     def _collect_pointing(self, batch: Mapping[str, Any], vision: Mapping[str, Any], text: Mapping[str, Tensor],
-                          text_inputs: Mapping[str, Tensor]) -> None:
+                          text_inputs: Mapping[str, Tensor], keep_examples: bool = False) -> None:
+        """Pointing hits per finding sentence (and, with ``keep_examples``, slices for the test figure)."""
         organ_labels = self.hparams["organ_labels"]
         families: dict[str, list[int]] = defaultdict(list)
         for name, label in organ_labels.items():
@@ -456,7 +457,7 @@ class MedVLPretrainModule(VLPModule):
                 family_mask = torch.isin(masks[i], torch.tensor(families[family])).long()
                 sentence_map = attention[i, index].detach().float().cpu()
                 hit = float(pointing_hit(sentence_map, grid, family_mask, 1))
-                if len(store["pointing_examples"]) < _POINTING_FIGURE_EXAMPLES:
+                if keep_examples and len(store["pointing_examples"]) < _POINTING_FIGURE_EXAMPLES:
                     store["pointing_examples"].append(_pointing_example(
                         batch["image"][i, 0], sentence_map, grid, family_mask, self._slice_axes()[0],
                         sentences[index], family, hit))
@@ -465,7 +466,7 @@ class MedVLPretrainModule(VLPModule):
                 store["pointing_chance"].append(organ_fraction(family_mask, 1))
                 store["pointing_control_hits"].append(float("nan") if control is None else float(
                     pointing_hit(attention[i, control].detach().cpu(), grid, family_mask, 1)))
-        self._eval_store["pointing_grid_tokens"] = [math.prod(grid)]
+        store["pointing_grid_tokens"] = [math.prod(grid)]
 
     @torch.no_grad()
     def _prompt_embeddings(self) -> tuple[Tensor, Tensor]:

@@ -71,5 +71,5 @@ def test_pointing_summary_averages_controls_over_the_reports_that_have_one():
 
 def test_slice_axes_follow_the_orientation_code():
     assert slice_axes("RAS") == (2, 1) and slice_axes("lps") == (2, 1) and slice_axes("SAR") == (0, 1)
-    with pytest.raises(ValueError, match="S/I"):
+    with pytest.raises(ValueError, match="I/S"):
         slice_axes("RLS")

@@ -232,6 +232,9 @@ def test_pointing_metrics_score_the_finding_sentence_against_a_control_sentence_
     module.on_validation_epoch_start()
     batch = {"image": torch.rand(2, 1, 32, 32, 32), "organ_mask": masks, "sentences": sentences, "findings": findings}
     module._collect_pointing(batch, {}, {}, {})
+    assert not module._eval_store["pointing_examples"]  # validation epochs keep no figure slices
+    module.on_validation_epoch_start()
+    module._collect_pointing(batch, {}, {}, {}, keep_examples=True)
     store = module._eval_store
     summary = pointing_summary(store["pointing_hits"], store["pointing_families"], store["pointing_chance"],
                                store["pointing_control_hits"])
