@@ -18,10 +18,11 @@ def _cubes(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     return images, labels[:, None]
 
 
-def test_probe_learns_a_visible_finding_and_reports_val_auroc():
+@pytest.mark.parametrize("backbone", ["vit", "cnn"])
+def test_probe_learns_a_visible_finding_and_reports_val_auroc(backbone):
     torch.manual_seed(0)
     train, val = _cubes(48, seed=0), _cubes(24, seed=1)
-    model = FindingProbe("vit", (32, 32, 32), num_findings=1, embed_dim=16)
+    model = FindingProbe(backbone, (32, 32, 32), num_findings=1, embed_dim=16)
     rows = train_finding_probe(model, train, val, ["cube"], steps=40, eval_every=20, lr=3e-3)
     assert [r["step"] for r in rows] == [20, 40]
     assert set(rows[-1]) == {"step", "train_loss", "auroc/cube", "auroc/mean"}
@@ -35,3 +36,10 @@ def test_probe_cli_rejects_bad_arguments(capsys):
     assert exit_info.value.code == 2 and "--steps" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["--backbone", "resnet"])
+
+
+def test_reference_cnn_tokens_cover_the_volume_at_one_eighth():
+    from medvl.evaluation.finding_probe import ReferenceCNN
+
+    tokens = ReferenceCNN(out_dim=8)(torch.zeros(2, 1, 32, 16, 24))
+    assert tokens.shape == (2, 4 * 2 * 3, 8)

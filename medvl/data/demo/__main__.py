@@ -27,6 +27,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="let the test split use the training phrasings too")
     parser.add_argument("--anatomy-variation", type=float, default=1.0,
                         help="phantom anatomy variation in [0, 1]: 1 = full per-case variation, 0 = one anatomy [1.0]")
+    parser.add_argument("--lesion-scale", type=float, default=1.0,
+                        help="multiplies the diameters of liver lesions, kidney cysts, lung nodules and calcified "
+                        "plaques, in [0.25, 4] [1.0]")
     parser.add_argument("--real-ct", help="real-anatomy mode: a NIfTI CT to insert findings into")
     parser.add_argument("--real-mask", help="real-anatomy mode: its multilabel organ mask (NIfTI)")
     parser.add_argument("--real-labels", help="real-anatomy mode: JSON {label id: structure name}")
@@ -43,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         manifest = ensure_demo_dataset(
             args.out_dir, num_cases=args.num_cases, size=args.size, spacing_mm=args.spacing_mm, seed=args.seed,
             holdout_phrasings=args.holdout_phrasings,
-            anatomy_variation=args.anatomy_variation, real_ct=args.real_ct, real_mask=args.real_mask,
+            anatomy_variation=args.anatomy_variation, lesion_scale=args.lesion_scale, real_ct=args.real_ct, real_mask=args.real_mask,
             real_labels=args.real_labels, progress=args.progress, force=args.force,
         )
     except ValueError as err:

@@ -91,14 +91,14 @@ def _case_rng(seed: int, index: int, stream: int) -> np.random.Generator:
 
 
 def make_phantom_case(index: int, *, seed: int, size: int, spacing_mm: float, split: str,
-                      holdout_phrasings: bool, anatomy_variation: float = 1.0) -> DemoCase:
+                      holdout_phrasings: bool, anatomy_variation: float = 1.0, lesion_scale: float = 1.0) -> DemoCase:
     """Generate phantom case `index`: plan findings, build anatomy, insert findings, add noise, report."""
     plan = sample_finding_plan(_case_rng(seed, index, 0), FINDING_NAMES, NORMAL_FRACTION)
     phantom = generate_phantom(size, spacing_mm, _case_rng(seed, index, 1), splenomegaly="splenomegaly" in plan,
                                anatomy_variation=anatomy_variation)
     finding_mask = np.zeros(phantom.hu.shape, dtype=np.uint8)
     ctx = InsertionContext(phantom.hu, phantom.organs, ORGAN_LABELS, (spacing_mm,) * 3, finding_mask,
-                           anatomy_scale=phantom.anatomy_scale, lesion_noise_hu=0.0)
+                           anatomy_scale=phantom.anatomy_scale, lesion_noise_hu=0.0, lesion_scale=lesion_scale)
     findings = insert_findings(ctx, plan, _case_rng(seed, index, 2))
     hu = phantom.hu + _case_rng(seed, index, 3).normal(0.0, phantom.noise_hu, size=phantom.hu.shape).astype(np.float32)
     labels = {name: int(any(f.name == name for f in findings)) for name in FINDING_NAMES}
@@ -121,14 +121,15 @@ def make_phantom_case(index: int, *, seed: int, size: int, spacing_mm: float, sp
     )
 
 
-def make_real_case(index: int, anatomy: RealAnatomy, *, seed: int, split: str, holdout_phrasings: bool) -> DemoCase:
+def make_real_case(index: int, anatomy: RealAnatomy, *, seed: int, split: str, holdout_phrasings: bool,
+                   lesion_scale: float = 1.0) -> DemoCase:
     """Variant `index` of a real CT: findings inserted into its real organs (noise matched to the organ)."""
     available = available_real_findings(anatomy)
     plan = sample_finding_plan(_case_rng(seed, index, 0), available, NORMAL_FRACTION)
     hu = anatomy.hu.copy()
     finding_mask = np.zeros(hu.shape, dtype=np.uint8)
     ctx = InsertionContext(hu, anatomy.organs, ORGAN_LABELS, anatomy.spacing_mm, finding_mask,
-                           anatomy_scale=1.0, lesion_noise_hu=None)
+                           anatomy_scale=1.0, lesion_noise_hu=None, lesion_scale=lesion_scale)
     findings = insert_findings(ctx, plan, _case_rng(seed, index, 2))
     # Only findings we could have inserted are labelled; the others are unknown for a real patient.
     labels = {name: int(any(f.name == name for f in findings)) for name in available}
@@ -200,8 +201,9 @@ def _file_fingerprint(path: str | Path) -> dict:
 
 
 def demo_build_args(*, num_cases: int = 160, size: int = 64, spacing_mm: float = 5.0, seed: int = 0,
-                    holdout_phrasings: bool = True, anatomy_variation: float = 1.0, real_ct: str | Path | None = None,
-                    real_mask: str | Path | None = None, real_labels: str | Path | None = None) -> dict:
+                    holdout_phrasings: bool = True, anatomy_variation: float = 1.0, lesion_scale: float = 1.0,
+                    real_ct: str | Path | None = None, real_mask: str | Path | None = None,
+                    real_labels: str | Path | None = None) -> dict:
     """Check the build arguments and return them as the JSON dict recorded in `dataset_info.json`.
 
     In real-anatomy mode `size` and `spacing_mm` do not apply (the CT keeps its grid) and are recorded
@@ -217,7 +219,12 @@ def demo_build_args(*, num_cases: int = 160, size: int = 64, spacing_mm: float =
     real = [real_ct, real_mask, real_labels]
     if any(p is not None for p in real) and not all(p is not None for p in real):
         raise ValueError("real-anatomy mode needs all of real_ct, real_mask and real_labels (or none of them)")
+    if (isinstance(lesion_scale, bool) or not isinstance(lesion_scale, (int, float, np.floating))
+            or not math.isfinite(lesion_scale) or not 0.25 <= lesion_scale <= 4.0):
+        raise ValueError(f"lesion_scale must be a number in [0.25, 4], got {lesion_scale!r}")
     args: dict = {"num_cases": int(num_cases), "seed": int(seed), "holdout_phrasings": bool(holdout_phrasings)}
+    if lesion_scale != 1.0:  # recorded only when set, so builds made before the option stay current
+        args["lesion_scale"] = float(lesion_scale)
     if real_ct is not None:
         args.update(size=None, spacing_mm=None, real_ct=_file_fingerprint(real_ct),
                     real_mask=_file_fingerprint(real_mask), real_labels=_file_fingerprint(real_labels))
@@ -293,7 +300,7 @@ def _progress(enabled: bool) -> Progress:
 
 def build_demo_dataset(out_dir: str | Path, *, num_cases: int = 160, size: int = 64, spacing_mm: float = 5.0,
                        seed: int = 0, holdout_phrasings: bool = True, anatomy_variation: float = 1.0,
-                        real_ct: str | Path | None = None,
+                       lesion_scale: float = 1.0, real_ct: str | Path | None = None,
                        real_mask: str | Path | None = None, real_labels: str | Path | None = None,
                        progress: bool = True) -> Path:
     """Write the demo dataset into `out_dir` (created; must be absent or empty) and return its manifest.
@@ -305,6 +312,8 @@ def build_demo_dataset(out_dir: str | Path, *, num_cases: int = 160, size: int =
         seed: everything (anatomy, findings, noise, reports, splits) is a function of the seed.
         holdout_phrasings: the test split uses held-out report phrasings (see `report_writer`).
         anatomy_variation: phantom anatomy variation in [0, 1] (see `phantom.generate_phantom`; 1 = full).
+        lesion_scale: multiplies the diameters of liver lesions, kidney cysts, lung nodules and calcified
+            plaques, in [0.25, 4] (1 = reference sizes: 12-35 mm lesions are 2-7 voxels at 5 mm).
         real_ct, real_mask, real_labels: real-anatomy mode (a CT, its label map, its label names JSON).
             All variants come from one patient, so they share one patient_id and the train split.
         progress: show a rich progress bar on stderr.
@@ -313,8 +322,8 @@ def build_demo_dataset(out_dir: str | Path, *, num_cases: int = 160, size: int =
         ValueError: bad arguments (see `demo_build_args`), or `out_dir` exists and is not empty.
     """
     args = demo_build_args(num_cases=num_cases, size=size, spacing_mm=spacing_mm, seed=seed,
-                           holdout_phrasings=holdout_phrasings, anatomy_variation=anatomy_variation, real_ct=real_ct,
-                           real_mask=real_mask, real_labels=real_labels)
+                           holdout_phrasings=holdout_phrasings, anatomy_variation=anatomy_variation,
+                           lesion_scale=lesion_scale, real_ct=real_ct, real_mask=real_mask, real_labels=real_labels)
     out_dir = Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise ValueError(f"{out_dir} exists and is not an empty folder; build the demo dataset into a new folder")
@@ -329,10 +338,11 @@ def build_demo_dataset(out_dir: str | Path, *, num_cases: int = 160, size: int =
         for index in range(num_cases):
             if anatomy is None:
                 case = make_phantom_case(index, seed=seed, size=size, spacing_mm=spacing_mm, split=splits[index],
-                                         holdout_phrasings=holdout_phrasings, anatomy_variation=anatomy_variation)
+                                         holdout_phrasings=holdout_phrasings, anatomy_variation=anatomy_variation,
+                                         lesion_scale=lesion_scale)
             else:
                 case = make_real_case(index, anatomy, seed=seed, split=splits[index],
-                                      holdout_phrasings=holdout_phrasings)
+                                      holdout_phrasings=holdout_phrasings, lesion_scale=lesion_scale)
             rows.append(write_case(case, out_dir))
             bar.advance(task)
 
@@ -362,7 +372,7 @@ def _is_current(root: Path, args: dict) -> bool:
 
 def ensure_demo_dataset(root: str | Path, *, num_cases: int = 160, size: int = 64, spacing_mm: float = 5.0,
                         seed: int = 0, holdout_phrasings: bool = True, anatomy_variation: float = 1.0,
-                        real_ct: str | Path | None = None,
+                        lesion_scale: float = 1.0, real_ct: str | Path | None = None,
                         real_mask: str | Path | None = None, real_labels: str | Path | None = None,
                         progress: bool = True, force: bool = False) -> Path:
     """Return `root`/manifest.jsonl, building the dataset first if it is absent, was built with other
@@ -377,15 +387,15 @@ def ensure_demo_dataset(root: str | Path, *, num_cases: int = 160, size: int = 6
         ValueError: bad arguments, or `root` exists, is not empty and is not a demo dataset (never deleted).
     """
     args = demo_build_args(num_cases=num_cases, size=size, spacing_mm=spacing_mm, seed=seed,
-                           holdout_phrasings=holdout_phrasings, anatomy_variation=anatomy_variation, real_ct=real_ct,
-                           real_mask=real_mask, real_labels=real_labels)
+                           holdout_phrasings=holdout_phrasings, anatomy_variation=anatomy_variation,
+                           lesion_scale=lesion_scale, real_ct=real_ct, real_mask=real_mask, real_labels=real_labels)
     root = build_folder_once(
         root, force=force, what="demo dataset",
         is_current=lambda folder: _is_current(folder, args),
         is_ours=lambda folder: (read_json_file(folder / INFO_NAME) or {}).get("created_with") == "medvl.data.demo",
         build=lambda staging: build_demo_dataset(
             staging, num_cases=num_cases, size=size, spacing_mm=spacing_mm, seed=seed,
-            holdout_phrasings=holdout_phrasings, anatomy_variation=anatomy_variation, real_ct=real_ct,
-            real_mask=real_mask, real_labels=real_labels, progress=progress),
+            holdout_phrasings=holdout_phrasings, anatomy_variation=anatomy_variation, lesion_scale=lesion_scale,
+            real_ct=real_ct, real_mask=real_mask, real_labels=real_labels, progress=progress),
     )
     return root / MANIFEST_NAME

@@ -111,6 +111,8 @@ class InsertionContext:
         spacing_mm: voxel size per axis (X, Y, Z) in mm.
         finding_mask: uint8 (X, Y, Z); inserted voxels get the finding's `mask_id`.
         anatomy_scale: multiplies the reference lesion sizes (phantom grids smaller than 320 mm).
+        lesion_scale: multiplies the diameters of the focal findings (liver lesions, kidney cysts, lung
+            nodules, calcified plaques) on top of `anatomy_scale`; > 1 makes them visible on coarse grids.
         lesion_noise_hu: noise added to painted voxels; None = the host organ's own noise (robust std,
             for real CT); 0 = none (the phantom builder adds acquisition noise afterwards).
     """
@@ -122,6 +124,7 @@ class InsertionContext:
     finding_mask: np.ndarray
     anatomy_scale: float = 1.0
     lesion_noise_hu: float | None = 0.0
+    lesion_scale: float = 1.0
 
     def organ_mask(self, *names: str) -> np.ndarray:
         """Voxels of any of the named organs that no earlier finding has claimed."""
@@ -133,8 +136,10 @@ class InsertionContext:
         return MIN_DIAMETER_VOXELS * max(self.spacing_mm)
 
     def draw_diameter(self, rng: np.random.Generator, low_mm: float, high_mm: float) -> float:
-        """A diameter U(low, high) reference mm scaled to the grid, at least `min_diameter_mm`."""
-        return max(float(rng.uniform(low_mm, high_mm)) * self.anatomy_scale, self.min_diameter_mm)
+        """A diameter U(low, high) reference mm scaled to the grid and by `lesion_scale`, at least
+        `min_diameter_mm`."""
+        diameter = float(rng.uniform(low_mm, high_mm)) * self.anatomy_scale * self.lesion_scale
+        return max(diameter, self.min_diameter_mm)
 
     def noise_for(self, *host_organs: str) -> float:
         """Noise level for painted voxels (see `lesion_noise_hu`): for real CT the robust standard deviation
@@ -324,7 +329,8 @@ def insert_pleural_effusion(ctx: InsertionContext, rng: np.random.Generator, mas
 
 
 def insert_aortic_calcification(ctx: InsertionContext, rng: np.random.Generator, mask_id: int) -> Finding | None:
-    """3-8 small calcified plaques (700..1100 HU) centred on voxels of the aortic wall."""
+    """3-8 small calcified plaques (700..1100 HU) centred on voxels of the aortic wall (diameters times
+    `ctx.lesion_scale`, painted only inside the aorta)."""
     aorta = ctx.organ_mask("aorta")
     if aorta.sum() < 8:
         return None
@@ -334,7 +340,7 @@ def insert_aortic_calcification(ctx: InsertionContext, rng: np.random.Generator,
     plaques = []
     for index in rng.choice(len(wall_voxels), size=count, replace=False):
         center = wall_voxels[index]
-        diameter = max(float(rng.uniform(1.2, 2.0)) * max(ctx.spacing_mm), float(rng.uniform(3, 8)))
+        diameter = max(float(rng.uniform(1.2, 2.0)) * max(ctx.spacing_mm), float(rng.uniform(3, 8))) * ctx.lesion_scale
         plaque_hu = float(rng.uniform(700, 1100))
         _paint_sphere(ctx, center, diameter / 2.0, plaque_hu, aorta, mask_id, 0.0, rng)
         plaques.append({"center_vox": [int(c) for c in center], "size_mm": round(diameter, 1),

@@ -12,7 +12,7 @@ import pytest
 
 from medvl.data.demo import build_demo_dataset, ensure_demo_dataset
 from medvl.data.demo.__main__ import main as demo_main
-from medvl.data.demo.build import INFO_NAME, MANIFEST_NAME, assign_splits, demo_build_args
+from medvl.data.demo.build import INFO_NAME, MANIFEST_NAME, assign_splits, demo_build_args, make_phantom_case
 from medvl.data.demo.findings import (
     FINDING_NAMES,
     Finding,
@@ -99,6 +99,38 @@ def test_anatomy_variation_scales_how_much_cases_differ():
     assert "anatomy_variation" not in demo_build_args()  # builds made before the option stay current
     assert demo_build_args(anatomy_variation=0.25)["anatomy_variation"] == 0.25
 
+
+
+def test_lesion_scale_enlarges_only_the_focal_findings():
+    focal = {"liver lesion", "kidney cyst", "lung nodule", "arterial wall calcification"}
+
+    def cases(scale):
+        return [make_phantom_case(i, seed=0, size=64, spacing_mm=5.0, split="train", holdout_phrasings=True,
+                                  anatomy_variation=0.2, lesion_scale=scale) for i in range(12)]
+
+    base, large = cases(1.0), cases(2.0)
+    ratios, voxels = [], {1.0: 0, 2.0: 0}
+    for a, b in zip(base, large):
+        assert [f.name for f in a.findings] == [f.name for f in b.findings]  # same plan, same anatomy
+        np.testing.assert_array_equal(a.organs, b.organs)
+        for fa, fb in zip(a.findings, b.findings):
+            if fa.name in focal:
+                ratios.append(fb.size_mm / fa.size_mm)
+                if " mm" in fb.sentence:  # reports state the new size (calcification sentences state none)
+                    assert f"{int(np.floor(fb.size_mm + 0.5))} mm" in fb.sentence
+                voxels[1.0] += int((a.finding_mask == fa.mask_id).sum())
+                voxels[2.0] += int((b.finding_mask == fb.mask_id).sum())
+            else:  # effusion and splenomegaly are already large: unchanged
+                assert fa.size_mm == fb.size_mm
+    assert len(ratios) >= 8
+    assert np.median(ratios) > 1.5  # diameters about double (clipped by the room in small organs)
+    assert voxels[2.0] > 3 * voxels[1.0]
+    with pytest.raises(ValueError, match="lesion_scale"):
+        demo_build_args(lesion_scale=0.0)
+    with pytest.raises(ValueError, match="lesion_scale"):
+        demo_build_args(lesion_scale=float("inf"))
+    assert "lesion_scale" not in demo_build_args()  # builds made before the option stay current
+    assert demo_build_args(lesion_scale=2)["lesion_scale"] == 2.0
 
 def test_phantom_rejects_bad_grid():
     with pytest.raises(ValueError, match="size"):
