@@ -45,8 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         manifest = ensure_demo_dataset(
             args.out_dir, num_cases=args.num_cases, size=args.size, spacing_mm=args.spacing_mm, seed=args.seed,
-            holdout_phrasings=args.holdout_phrasings,
-            anatomy_variation=args.anatomy_variation, lesion_scale=args.lesion_scale, real_ct=args.real_ct, real_mask=args.real_mask,
+            holdout_phrasings=args.holdout_phrasings, anatomy_variation=args.anatomy_variation,
+            lesion_scale=args.lesion_scale, real_ct=args.real_ct, real_mask=args.real_mask,
             real_labels=args.real_labels, progress=args.progress, force=args.force,
         )
     except ValueError as err:

@@ -340,7 +340,8 @@ def insert_aortic_calcification(ctx: InsertionContext, rng: np.random.Generator,
     plaques = []
     for index in rng.choice(len(wall_voxels), size=count, replace=False):
         center = wall_voxels[index]
-        diameter = max(float(rng.uniform(1.2, 2.0)) * max(ctx.spacing_mm), float(rng.uniform(3, 8))) * ctx.lesion_scale
+        diameter = max(float(rng.uniform(1.2, 2.0)) * max(ctx.spacing_mm), float(rng.uniform(3, 8)))
+        diameter *= ctx.lesion_scale
         plaque_hu = float(rng.uniform(700, 1100))
         _paint_sphere(ctx, center, diameter / 2.0, plaque_hu, aorta, mask_id, 0.0, rng)
         plaques.append({"center_vox": [int(c) for c in center], "size_mm": round(diameter, 1),

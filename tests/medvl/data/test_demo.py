@@ -100,7 +100,6 @@ def test_anatomy_variation_scales_how_much_cases_differ():
     assert demo_build_args(anatomy_variation=0.25)["anatomy_variation"] == 0.25
 
 
-
 def test_lesion_scale_enlarges_only_the_focal_findings():
     focal = {"liver lesion", "kidney cyst", "lung nodule", "arterial wall calcification"}
 
@@ -131,6 +130,7 @@ def test_lesion_scale_enlarges_only_the_focal_findings():
         demo_build_args(lesion_scale=float("inf"))
     assert "lesion_scale" not in demo_build_args()  # builds made before the option stay current
     assert demo_build_args(lesion_scale=2)["lesion_scale"] == 2.0
+
 
 def test_phantom_rejects_bad_grid():
     with pytest.raises(ValueError, match="size"):
