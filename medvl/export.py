@@ -6,7 +6,8 @@ Writes into ``out`` (``format`` = ``all`` or a comma-separated subset of safeten
 transformers; the JSON is always written):
 
     volume_encoder.safetensors     the MONAI backbone alone; loads with strict=True into
-                                   SwinUNETR(...).swinViT (Swin) or UNETR(...).vit (ViT)
+                                   SwinUNETR(...).swinViT (Swin) or UNETR(...).vit (ViT); unet: the keys of
+                                   BasicUNet(...)'s encoder levels conv_0, down_1 ... down_4
     volume_encoder.json            everything a pipeline needs to preprocess identically and rebuild the network:
                                    the training preprocessing (orientation, spacing, HU window, input size), the
                                    MONAI backbone / segmentation classes and their arguments, output sizes, files

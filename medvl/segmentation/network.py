@@ -1,10 +1,11 @@
-"""Build the MONAI segmentation network (SwinUNETR or UNETR) that takes a pre-trained medvl volume encoder.
+"""Build the MONAI segmentation network (SwinUNETR, UNETR or BasicUNet) that takes a pre-trained medvl volume encoder.
 
 The architecture comes from an export folder's ``volume_encoder.json`` (``backbone_spec``, written by
 ``python -m medvl.export``) or, without an export, from ``VolumeEncoder`` arguments, so that a randomly
 initialised baseline has exactly the architecture of the pre-trained one. The pre-trained weights
 (``volume_encoder.safetensors``) are loaded with strict=True into the network's backbone attribute
-(``swinViT`` / ``vit``); anything that does not fit raises ``WeightsMismatchError`` listing the keys.
+(``swinViT`` / ``vit``; BasicUNet: each of ``conv_0``, ``down_1`` ... ``down_4`` the keys under its name); anything
+that does not fit raises ``WeightsMismatchError`` listing the keys.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from monai.networks.nets import UNETR, SwinUNETR
+from monai.networks.nets import UNETR, BasicUNet, SwinUNETR
 from torch import nn
 
 from common.export import load_weights
@@ -33,9 +34,11 @@ __all__ = [
 SEGMENTATION_CLASSES: dict[str, type[nn.Module]] = {
     "monai.networks.nets.SwinUNETR": SwinUNETR,
     "monai.networks.nets.UNETR": UNETR,
+    "monai.networks.nets.BasicUNet": BasicUNet,
 }
 _SPEC_KEYS = ("backbone", "image_size", "segmentation_class", "segmentation_kwargs", "backbone_attribute")
 _SWIN_BOTTLENECK_STRIDE = 32  # SwinUNETR's deepest feature map is 1/32 of the input
+_UNET_BOTTLENECK_STRIDE = 16  # BasicUNet's deepest feature map is 1/16 of the input (floor)
 
 
 def network_spec(
@@ -106,6 +109,12 @@ def check_roi_size(spec: Mapping[str, Any], roi_size: Sequence[int]) -> tuple[in
                 f"roi_size {list(roi)} leaves a single voxel at SwinUNETR's 1/32 bottleneck, where its instance norm "
                 "fails; use a side of 64 or more, e.g. roi_size=[64, 64, 64]"
             )
+    elif spec["segmentation_class"].endswith("BasicUNet"):
+        if math.prod(side // _UNET_BOTTLENECK_STRIDE for side in roi) <= 1:
+            raise ValueError(
+                f"roi_size {list(roi)} leaves at most one voxel at BasicUNet's 1/16 bottleneck, where its instance norm "
+                "fails; use sides of 32 or more, e.g. roi_size=[64, 64, 64]"
+            )
     elif list(roi) != list(spec["image_size"]):
         raise ValueError(
             f"UNETR runs only at the ViT's image_size {list(spec['image_size'])} (one position embedding per "
@@ -125,10 +134,18 @@ def load_pretrained_backbone(network: nn.Module, spec: Mapping[str, Any], weight
     if path.is_dir():
         path = path / WEIGHTS_FILE
     attribute = spec["backbone_attribute"]
-    backbone = getattr(network, attribute, None)
-    if backbone is None:
-        raise ValueError(f"{type(network).__name__} has no backbone attribute {attribute!r}")
-    load_weights(backbone, path, strict=True)
+    if isinstance(attribute, str):
+        backbone = getattr(network, attribute, None)
+        if backbone is None:
+            raise ValueError(f"{type(network).__name__} has no backbone attribute {attribute!r}")
+        load_weights(backbone, path, strict=True)
+        return network
+    # Several attributes (BasicUNet's encoder levels): a ModuleDict of the network's own modules under the same
+    # names has exactly the export's keys, so one strict load checks everything before copying anything.
+    absent = [name for name in attribute if getattr(network, name, None) is None]
+    if absent:
+        raise ValueError(f"{type(network).__name__} has no backbone attributes {absent}")
+    load_weights(nn.ModuleDict({name: getattr(network, name) for name in attribute}), path, strict=True)
     return network
 
 

@@ -135,20 +135,21 @@ def test_two_process_ddp_training_on_cpu(tmp_path):
     assert (tmp_path / "ddp" / "checkpoints" / "last.ckpt").is_file()
 
 
-def test_claims_configs_compose_into_a_vit_model_and_a_side_preserving_augmented_demo(tmp_path):
-    """`data=medvl_demo_large model=medvl_tiny_vit` (the docs/results.md claims) build without a run."""
+@pytest.mark.parametrize(("model", "backbone"), [("medvl_tiny_vit", "vit"), ("medvl_tiny_unet", "unet")])
+def test_claims_configs_compose_into_a_cpu_model_and_a_side_preserving_augmented_demo(tmp_path, model, backbone):
+    """`data=medvl_demo_large model=medvl_tiny_vit|unet` (the docs/results.md claims) build without a run."""
     import torch
     from hydra.utils import instantiate
 
     from medvl.models.components.volume_encoder import VolumeEncoder
 
-    cfg = _compose("medvl_train", tmp_path, "data=medvl_demo_large", "model=medvl_tiny_vit")
+    cfg = _compose("medvl_train", tmp_path, "data=medvl_demo_large", f"model={model}")
     datamodule = instantiate(cfg.data)  # validates preprocess + augmentation; builds nothing yet
     assert datamodule.augment_config.flip_prob == 0.0 and datamodule.augment_config.rotate90_prob == 0.0
     encoder_kwargs = dict(cfg.model.volume_encoder)
     encoder = VolumeEncoder(encoder_kwargs.pop("backbone"), image_size=list(cfg.data.preprocess.spatial_size),
                             out_dim=cfg.model.embed_dim, **encoder_kwargs)
-    assert encoder.backbone_name == "vit"
+    assert encoder.backbone_name == backbone
     with torch.no_grad():
         assert encoder(torch.rand(2, 1, 64, 64, 64))["pooled"].shape == (2, cfg.model.embed_dim)
     assert cfg.model.zeroshot_templates.context  # prompts are encoded in a report context

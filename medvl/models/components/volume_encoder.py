@@ -1,8 +1,10 @@
 """3D CT volume encoder with multi-scale token outputs for hierarchical vision-language alignment.
 
 The backbone is a MONAI network used as-is, so that a pre-trained encoder drops into MONAI's segmentation
-networks: the Swin transformer that SwinUNETR holds as `.swinViT` (default), or the ViT that UNETR holds as
-`.vit`. `backbone_state_dict()` loads with strict=True into that attribute of the network that
+networks: the Swin transformer that SwinUNETR holds as `.swinViT` (default), the ViT that UNETR holds as
+`.vit`, or the convolutional encoder of BasicUNet (its `.conv_0`, `.down_1` ... `.down_4`: conv-norm-act pairs
+with 2x max pooling between levels; the fastest backbone on a CPU to learn small findings, see
+docs/results.md). `backbone_state_dict()` loads with strict=True into the attribute(s) of the network that
 `backbone_spec()` describes.
 
 Swin hidden states (MONAI `SwinTransformer.forward`, the list SwinUNETR calls `hidden_states_out`), for
@@ -16,6 +18,14 @@ patch_size p = 2, embed dim F (= feature_size) and an image side S:
 
 "fine" tokens come from `fine_stage` (default 2: S/8, patches for word-level alignment), "coarse" tokens from
 `coarse_stage` (default 3: S/16, regions for sentence-level alignment), "pooled" and "tokens" from stage 4.
+
+BasicUNet encoder levels (features f0..f4, BasicUNet's first five `features`):
+
+    level     0 (conv_0)  1 (down_1)  2 (down_2)  3 (down_3)  4 (down_4, last)
+    channels  f0          f1          f2          f3          f4
+    grid      S           S/2         S/4         S/8         S/16
+
+with fine_stage 3 (S/8) and coarse_stage 4 (S/16) by default.
 """
 from __future__ import annotations
 
@@ -26,14 +36,14 @@ from typing import Any
 import monai
 import torch
 import torch.nn.functional as F
-from monai.networks.nets import ViT
+from monai.networks.nets import BasicUNet, ViT
 from monai.networks.nets.swin_unetr import SwinTransformer
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from common.layers.projection import ProjectionHead
 
-__all__ = ["PRESETS", "VolumeEncoder", "swin_window_size"]
+__all__ = ["PRESETS", "UNET_LEVELS", "VolumeEncoder", "swin_window_size"]
 
 _SWIN_NUM_ATTENTION_STAGES = 4  # MONAI's SwinTransformer hard-codes layers1..layers4
 _SWIN_LAST_STAGE = _SWIN_NUM_ATTENTION_STAGES  # hidden states 0..4: patch embedding + one per attention stage
@@ -41,6 +51,8 @@ _SWIN_FEATURE_MULTIPLE = 12  # SwinUNETR raises unless feature_size % 12 == 0
 _SWIN_PATCH_SIZE = 2  # SwinUNETR's decoder upsamples by 2 five times: only patch_size 2 fits it
 _UNETR_NUM_LAYERS = 12  # UNETR hard-codes a 12-block ViT (it reads hidden states 3, 6 and 9) ...
 _UNETR_PATCH_SIZE = 16  # ... with 16^3 patches
+UNET_LEVELS = ("conv_0", "down_1", "down_2", "down_3", "down_4")  # BasicUNet's encoder attributes, in order
+_UNET_LAST_LEVEL = len(UNET_LEVELS) - 1
 
 # Named configurations for `VolumeEncoder.from_preset`. Sizes (Swin, patch 2):
 #   tiny:   ~0.53 M backbone parameters, 64^3 input, window 4 (clamped from 7, see `swin_window_size`);
@@ -148,18 +160,21 @@ class VolumeEncoder(nn.Module):
     the 2x2x2 average pool of block `coarse_stage`'s grid (both with a parameter-free layer norm, like Swin's),
     "tokens" the final (layer-normed) output and "pooled" its mean; MONAI builds a `norm_cross_attn` layer norm
     in every ViT block that it only uses with cross-attention: it stays in the state dict (UNETR.vit has it) but
-    is frozen (requires_grad=False). Each output has its own `ProjectionHead` to `out_dim`.
+    is frozen (requires_grad=False). BasicUNet encoder ("unet"): MONAI `BasicUNet`'s `conv_0`, `down_1` ...
+    `down_4` (held in a ModuleDict under the same names); fine / coarse tokens are levels `fine_stage` /
+    `coarse_stage` (see the module docstring), "tokens" level 4, each with a parameter-free layer norm. Each
+    output has its own `ProjectionHead` to `out_dim`.
 
     Args:
-        backbone: "swin" or "vit".
+        backbone: "swin", "vit" or "unet".
         in_channels: input channels (1 for CT).
         image_size: (D, H, W) input size (or one int); Swin: multiples of 32; ViT: multiples of
-            2 * vit_patch_size. Inputs must have exactly this size.
+            2 * vit_patch_size; unet: multiples of 16. Inputs must have exactly this size.
         out_dim: channels of every output (the shared embedding space).
         fine_stage: stage of the fine tokens. Swin: 0..3 (default 2); ViT: block index (default
-            vit_layers // 2 - 1).
+            vit_layers // 2 - 1); unet: level 0..3 (default 3).
         coarse_stage: stage of the coarse tokens. Swin: fine_stage+1..4 (default 3); ViT: block index
-            >= fine_stage (default vit_layers - 1).
+            >= fine_stage (default vit_layers - 1); unet: level fine_stage+1..4 (default 4).
         feature_size: Swin embed dim F, a multiple of 12 (12: tiny CPU model; 48: SwinUNETR's standard).
         depths: Swin blocks per stage (4 stages).
         num_heads: Swin heads per stage; F * 2**i must be divisible by num_heads[i].
@@ -169,7 +184,9 @@ class VolumeEncoder(nn.Module):
         vit_hidden_size, vit_layers, vit_heads: ViT width, blocks, heads (UNETR: 768, 12, 12).
         vit_mlp_dim: ViT MLP width (default 4 * vit_hidden_size).
         vit_patch_size: ViT patch side (UNETR: 16).
-        dropout_path_rate: Swin stochastic-depth rate in [0, 1); must be 0 for ViT (MONAI's ViT has none).
+        unet_features: channels of the five BasicUNet encoder levels (BasicUNet's default: 32, 32, 64, 128,
+            256); the segmentation network gets (*unet_features, unet_features[0]).
+        dropout_path_rate: Swin stochastic-depth rate in [0, 1); must be 0 for ViT and unet (no stochastic depth).
         use_checkpoint: gradient checkpointing of every transformer block while training (saves GPU memory).
         projection_layers: 1 (Linear) or 2 (Linear-GELU-Linear) for every output projection.
         pooled_norm: "batch" standardises the pooled last-stage feature per channel over the batch
@@ -211,15 +228,17 @@ class VolumeEncoder(nn.Module):
         vit_heads: int = 12,
         vit_mlp_dim: int | None = None,
         vit_patch_size: int = _UNETR_PATCH_SIZE,
+        unet_features: Sequence[int] = (8, 16, 32, 64, 64),
         dropout_path_rate: float = 0.0,
         use_checkpoint: bool = False,
         projection_layers: int = 1,
         pooled_norm: str = "batch",
     ) -> None:
         super().__init__()
-        if backbone not in ("swin", "vit"):
+        if backbone not in ("swin", "vit", "unet"):
             raise ValueError(
-                f"backbone must be 'swin' (SwinUNETR's Swin transformer) or 'vit' (UNETR's ViT), got {backbone!r}"
+                "backbone must be 'swin' (SwinUNETR's Swin transformer), 'vit' (UNETR's ViT) or 'unet' (BasicUNet's "
+                f"convolutional encoder), got {backbone!r}"
             )
         self.backbone_name = backbone
         self.in_channels = _positive_int("in_channels", in_channels)
@@ -235,10 +254,13 @@ class VolumeEncoder(nn.Module):
             )
         else:
             if dropout_path_rate != 0.0:
-                raise ValueError("dropout_path_rate must be 0 for backbone='vit': MONAI's ViT has no stochastic depth")
-            fine_stage, coarse_stage = self._init_vit(
-                vit_hidden_size, vit_layers, vit_heads, vit_mlp_dim, vit_patch_size, fine_stage, coarse_stage
-            )
+                raise ValueError(f"dropout_path_rate must be 0 for backbone={backbone!r}: it has no stochastic depth")
+            if backbone == "vit":
+                fine_stage, coarse_stage = self._init_vit(
+                    vit_hidden_size, vit_layers, vit_heads, vit_mlp_dim, vit_patch_size, fine_stage, coarse_stage
+                )
+            else:
+                fine_stage, coarse_stage = self._init_unet(unet_features, fine_stage, coarse_stage)
         self.fine_stage = fine_stage
         self.coarse_stage = coarse_stage
         self.fine_grid = tuple(side // self.fine_stride for side in self.image_size)
@@ -402,6 +424,49 @@ class VolumeEncoder(nn.Module):
         self._fine_dim = self._coarse_dim = self._tokens_dim = hidden_size
         return fine_stage, coarse_stage
 
+    def _init_unet(
+        self, features: Sequence[int], fine_stage: int | None, coarse_stage: int | None
+    ) -> tuple[int, int]:
+        features = tuple(features)
+        if len(features) != len(UNET_LEVELS):
+            raise ValueError(
+                f"unet_features needs {len(UNET_LEVELS)} channel counts (BasicUNet's conv_0 and down_1..down_4), got "
+                f"{list(features)}"
+            )
+        for i, channels in enumerate(features):
+            _positive_int(f"unet_features[{i}]", channels)
+        multiple = 2**_UNET_LAST_LEVEL  # four 2x max poolings
+        if any(side % multiple for side in self.image_size):
+            nearest = tuple(_nearest_multiple(side, multiple) for side in self.image_size)
+            raise ValueError(
+                f"image_size {self.image_size} does not fit the BasicUNet encoder: every side must be a multiple of "
+                f"{multiple} (four 2x poolings); nearest valid size: {nearest} (crop or pad the volumes to it)"
+            )
+        fine_stage = 3 if fine_stage is None else fine_stage
+        coarse_stage = _UNET_LAST_LEVEL if coarse_stage is None else coarse_stage
+        stages_are_ints = isinstance(fine_stage, int) and isinstance(coarse_stage, int)
+        if not (stages_are_ints and 0 <= fine_stage < coarse_stage <= _UNET_LAST_LEVEL):
+            raise ValueError(
+                f"unet stages are encoder levels with 0 <= fine_stage < coarse_stage <= {_UNET_LAST_LEVEL} (0 = full "
+                f"resolution, 4 = 1/16), got fine_stage={fine_stage!r}, coarse_stage={coarse_stage!r}"
+            )
+        # BasicUNet's own defaults for everything but the widths, so its segmentation network is the stock one.
+        self._backbone_kwargs = {
+            "spatial_dims": 3,
+            "in_channels": self.in_channels,
+            "features": (*features, features[0]),
+            "act": ("LeakyReLU", {"negative_slope": 0.1, "inplace": True}),
+            "norm": ("instance", {"affine": True}),
+            "bias": True,
+            "dropout": 0.0,
+            "upsample": "deconv",
+        }
+        network = BasicUNet(out_channels=2, **self._backbone_kwargs)
+        self.backbone = nn.ModuleDict({name: getattr(network, name) for name in UNET_LEVELS})  # keys as in BasicUNet
+        self.fine_stride, self.coarse_stride, self.tokens_stride = 2**fine_stage, 2**coarse_stage, 2**_UNET_LAST_LEVEL
+        self._fine_dim, self._coarse_dim, self._tokens_dim = features[fine_stage], features[coarse_stage], features[-1]
+        return fine_stage, coarse_stage
+
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> VolumeEncoder:
         """Build a named configuration from `PRESETS` ("tiny", "velvet"), with keyword overrides.
@@ -423,15 +488,17 @@ class VolumeEncoder(nn.Module):
         """JSON-able description of the backbone and of the MONAI segmentation network that takes its weights.
 
         Returns a dict with:
-            backbone: "swin" or "vit"; image_size: [D, H, W] (the segmentation ROI the weights were trained at);
+            backbone: "swin", "vit" or "unet"; image_size: [D, H, W] (the segmentation ROI the weights were trained at);
             monai_version: the MONAI version that built the backbone;
-            backbone_class / backbone_kwargs: the MONAI backbone (`SwinTransformer` / `ViT`) and its arguments;
-            segmentation_class / segmentation_kwargs: `monai.networks.nets.SwinUNETR` / `UNETR` and its
-                arguments except `out_channels` (the caller's number of classes): build it with
+            backbone_class / backbone_kwargs: the MONAI backbone (`SwinTransformer` / `ViT` / `BasicUNet`, of
+                which the unet backbone is the five encoder levels) and its arguments;
+            segmentation_class / segmentation_kwargs: `monai.networks.nets.SwinUNETR` / `UNETR` / `BasicUNet` and
+                its arguments except `out_channels` (the caller's number of classes): build it with
                 `cls(out_channels=K, **segmentation_kwargs)`, then
                 `getattr(net, backbone_attribute).load_state_dict(backbone_state_dict(), strict=True)`;
                 both None for a ViT that UNETR cannot hold;
-            backbone_attribute: "swinViT" or "vit";
+            backbone_attribute: "swinViT" or "vit"; for unet the list of BasicUNet attributes
+                ["conv_0", "down_1", ..., "down_4"], each loading the state-dict keys under its own name;
             segmentation_notes: list of strings, each a restriction of the segmentation network (why it is None,
                 or input sizes it cannot run at); empty when there is none.
         """
@@ -469,6 +536,11 @@ class VolumeEncoder(nn.Module):
                 "downsample": kwargs["downsample"],
                 "use_v2": kwargs["use_v2"],
             }
+        elif self.backbone_name == "unet":
+            spec["backbone_class"] = "monai.networks.nets.BasicUNet"
+            spec["backbone_attribute"] = list(UNET_LEVELS)
+            spec["segmentation_class"] = "monai.networks.nets.BasicUNet"
+            spec["segmentation_kwargs"] = dict(kwargs)
         else:
             spec["backbone_class"] = "monai.networks.nets.ViT"
             spec["backbone_attribute"] = "vit"
@@ -535,10 +607,26 @@ class VolumeEncoder(nn.Module):
         coarse = F.layer_norm(_grid_to_tokens(coarse_map), (channels,))  # (B, C, Dc, Hc, Wc) -> (B, Dc*Hc*Wc, C)
         return fine, coarse, last
 
+    def _unet_features(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        levels = []
+        for name in UNET_LEVELS:  # (B, C_l, S/2^l, ...) per level, see the module docstring
+            if self.use_checkpoint and self.training and torch.is_grad_enabled():
+                x = checkpoint(self.backbone[name], x, use_reentrant=False)
+            else:
+                x = self.backbone[name](x)
+            levels.append(x)
+
+        def tokens(level: int) -> Tensor:  # (B, C, d, h, w) -> (B, d*h*w, C), layer-normed like Swin's states
+            grid_tokens = _grid_to_tokens(levels[level])
+            return F.layer_norm(grid_tokens, grid_tokens.shape[-1:])
+
+        return tokens(self.fine_stage), tokens(self.coarse_stage), tokens(_UNET_LAST_LEVEL)
+
     def encode_volume(self, x: Tensor) -> dict[str, Any]:
         """Encode a batch of volumes (see the class docstring for the returned keys and shapes)."""
         self._check_input(x)
-        fine, coarse, last = self._swin_features(x) if self.backbone_name == "swin" else self._vit_features(x)
+        features = {"swin": self._swin_features, "vit": self._vit_features, "unet": self._unet_features}
+        fine, coarse, last = features[self.backbone_name](x)
         return {
             "fine": self.fine_proj(fine),
             "fine_grid": self.fine_grid,

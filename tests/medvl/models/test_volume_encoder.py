@@ -6,9 +6,9 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
-from monai.networks.nets import UNETR, SwinUNETR, ViT
+from monai.networks.nets import UNETR, BasicUNet, SwinUNETR, ViT
 
-from medvl.models.components.volume_encoder import PRESETS, VolumeEncoder, swin_window_size
+from medvl.models.components.volume_encoder import PRESETS, UNET_LEVELS, VolumeEncoder, swin_window_size
 
 # A tiny ViT (12 blocks and 16^3 patches, as UNETR requires, but 24 channels): ~0.2 M parameters.
 VIT_TINY = {"vit_hidden_size": 24, "vit_heads": 2, "vit_layers": 12, "vit_mlp_dim": 48, "out_dim": 16}
@@ -21,6 +21,10 @@ def _swin(size: int = 32, **overrides) -> VolumeEncoder:
 
 def _vit(size: int = 32, **overrides) -> VolumeEncoder:
     return VolumeEncoder("vit", **{"image_size": size, **VIT_TINY, **overrides})
+
+
+def _unet(size: int = 32, **overrides) -> VolumeEncoder:
+    return VolumeEncoder("unet", **{"image_size": size, "unet_features": (4, 8, 8, 16, 16), "out_dim": 16, **overrides})
 
 
 def _volumes(batch: int, size: int, seed: int = 0) -> torch.Tensor:
@@ -112,7 +116,7 @@ def test_vit_features_match_monai_vit_forward_and_naive_pooling():
         torch.testing.assert_close(out["coarse"], encoder.coarse_proj(coarse))
 
 
-@pytest.mark.parametrize("make", [_swin, _vit], ids=["swin", "vit"])
+@pytest.mark.parametrize("make", [_swin, _vit, _unet], ids=["swin", "vit", "unet"])
 def test_gradient_checkpointing_matches_plain_forward(make):
     torch.manual_seed(0)
     plain = make(32)
@@ -164,6 +168,33 @@ def test_vit_state_dict_loads_strictly_into_unetr_from_spec():
         assert net(x).shape == (1, 2, 32, 32, 32)
 
 
+def test_unet_levels_are_basicunet_encoder_outputs_and_load_strictly_into_it():
+    torch.manual_seed(0)
+    encoder = _unet(64).eval()
+    assert (encoder.fine_grid, encoder.coarse_grid, encoder.tokens_grid) == ((8, 8, 8), (4, 4, 4), (4, 4, 4))
+    spec = json.loads(json.dumps(encoder.backbone_spec()))
+    assert spec["segmentation_class"] == "monai.networks.nets.BasicUNet"
+    assert spec["backbone_attribute"] == list(UNET_LEVELS)
+    assert spec["segmentation_kwargs"]["features"] == [4, 8, 8, 16, 16, 4]
+    net = BasicUNet(out_channels=3, **spec["segmentation_kwargs"]).eval()
+    state = encoder.backbone_state_dict()
+    assert {key.split(".", 1)[0] for key in state} == set(UNET_LEVELS)
+    net.load_state_dict(state, strict=False)
+    x = _volumes(2, 64)
+    with torch.no_grad():
+        out = encoder(x)
+        level = x
+        levels = []
+        for name in UNET_LEVELS:  # BasicUNet.forward's encoder half, run on the network that took the weights
+            level = getattr(net, name)(level)
+            levels.append(level)
+        fine = F.layer_norm(levels[3].flatten(2).transpose(1, 2), (16,))  # 8^3 tokens, raster order
+        torch.testing.assert_close(out["fine"], encoder.fine_proj(fine))
+        last = F.layer_norm(levels[4].flatten(2).transpose(1, 2), (16,))
+        torch.testing.assert_close(out["tokens"], encoder.tokens_proj(last))
+        assert net(x).shape == (2, 3, 64, 64, 64)
+
+
 def test_vit_spec_flags_unetr_incompatible_depth_but_backbone_still_loads():
     encoder = _vit(32, vit_layers=4)
     spec = json.loads(json.dumps(encoder.backbone_spec()))
@@ -178,6 +209,7 @@ def test_vit_spec_flags_unetr_incompatible_depth_but_backbone_still_loads():
         (_swin, (40, 64, 64), r"multiple of 32.*nearest valid size: \(32, 64, 64\)"),
         (_swin, 80, r"nearest valid size: \(96, 96, 96\)"),
         (_vit, 48, r"multiple of 32.*nearest valid size: \(64, 64, 64\)"),
+        (_unet, 40, r"multiple of 16.*nearest valid size: \(48, 48, 48\)"),
     ],
 )
 def test_bad_image_size_names_the_nearest_valid_size(make, size, message):
@@ -214,6 +246,17 @@ def test_bad_vit_arguments_raise(kwargs):
         _vit(32, **kwargs)
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [({"unet_features": (4, 8, 16)}, "5 channel counts"), ({"unet_features": (4, 8, 0, 16, 16)}, "unet_features"),
+     ({"fine_stage": 4}, "fine_stage"), ({"fine_stage": 2, "coarse_stage": 2}, "coarse_stage"),
+     ({"dropout_path_rate": 0.1}, "dropout_path_rate")],
+)
+def test_bad_unet_arguments_raise(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        _unet(32, **kwargs)
+
+
 def test_unknown_preset_raises_listing_known_ones():
     with pytest.raises(ValueError, match="tiny"):
         VolumeEncoder.from_preset("huge")
@@ -245,7 +288,7 @@ def test_window_clamp_and_velvet_preset_sizes():
 
 
 # ------------------------------------------------------------------------------------ gradients, determinism
-@pytest.mark.parametrize("make", [_swin, _vit], ids=["swin", "vit"])
+@pytest.mark.parametrize("make", [_swin, _vit, _unet], ids=["swin", "vit", "unet"])
 def test_gradients_reach_every_parameter(make):
     encoder = make(32).train()
     out = encoder(_volumes(2, 32))
@@ -262,7 +305,7 @@ def test_gradients_reach_every_parameter(make):
         assert parameter.grad.abs().sum() > 0, name
 
 
-@pytest.mark.parametrize("make", [_swin, _vit], ids=["swin", "vit"])
+@pytest.mark.parametrize("make", [_swin, _vit, _unet], ids=["swin", "vit", "unet"])
 def test_seeded_construction_and_forward_are_deterministic(make):
     x = _volumes(2, 32)
     outputs = []

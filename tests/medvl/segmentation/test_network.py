@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from monai.networks.nets import UNETR, SwinUNETR
+from monai.networks.nets import UNETR, BasicUNet, SwinUNETR
 
 from common.export import WeightsMismatchError
 from medvl.export import export_volume_encoder
@@ -61,6 +61,25 @@ def test_vit_export_builds_unetr_and_refuses_other_roi(tmp_path):
     assert torch.equal(network.vit.patch_embedding.position_embeddings, encoder.backbone.patch_embedding.position_embeddings)
     with pytest.raises(ValueError, match="UNETR runs only at the ViT's image_size"):
         check_roi_size(spec, (64, 64, 64))
+
+
+def test_unet_export_builds_basicunet_with_every_encoder_level_loaded(tmp_path):
+    encoder = VolumeEncoder("unet", image_size=32, unet_features=(4, 8, 8, 16, 16), out_dim=8)
+    export_volume_encoder(encoder, EXPORT_PREPROCESS.to_dict(), tmp_path, formats=["safetensors"])
+    spec = network_spec(export_dir=tmp_path)
+    network = build_segmentation_network(spec, 3, backbone_weights=tmp_path, roi_size=(32, 32, 48))
+    assert isinstance(network, BasicUNet)
+    state = network.state_dict()
+    for name, tensor in encoder.backbone_state_dict().items():  # keys "conv_0....", "down_1....", ...
+        assert torch.equal(state[name], tensor), name
+    with torch.no_grad():
+        assert network(torch.rand(1, 1, 32, 32, 48)).shape == (1, 3, 32, 32, 48)
+    with pytest.raises(ValueError, match="1/16 bottleneck"):
+        check_roi_size(spec, (16, 16, 16))
+    wider = network_spec(architecture={"backbone": "unet", "image_size": 32, "unet_features": [4, 8, 8, 16, 32]})
+    with pytest.raises(WeightsMismatchError) as error:
+        build_segmentation_network(wider, 2, backbone_weights=tmp_path)
+    assert any(name.startswith("down_4.") for name, _, _ in error.value.shape_mismatches)
 
 
 def test_vit_that_unetr_cannot_hold_is_refused_with_the_reason(tmp_path):
