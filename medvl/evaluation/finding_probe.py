@@ -31,10 +31,11 @@ from medvl.models.components.volume_encoder import VolumeEncoder
 
 __all__ = ["FindingProbe", "ReferenceCNN", "train_finding_probe", "main"]
 
-#: Small encoder settings per backbone (the CPU sizes of configs/model/medvl_tiny.yaml and its ViT option).
+#: Small encoder settings per backbone (the CPU sizes of configs/model/medvl_tiny*.yaml).
 BACKBONE_KWARGS = {
     "swin": {"feature_size": 12, "depths": (2, 2, 2, 2), "num_heads": (1, 2, 4, 8), "window_size": 7},
     "vit": {"vit_hidden_size": 96, "vit_layers": 12, "vit_heads": 4, "vit_patch_size": 16},
+    "unet": {"unet_features": (8, 16, 32, 64, 64)},  # configs/model/medvl_tiny_unet.yaml
     "cnn": {},  # ReferenceCNN
 }
 
