@@ -3,7 +3,7 @@
 The backbone is a MONAI network used as-is, so that a pre-trained encoder drops into MONAI's segmentation
 networks: the Swin transformer that SwinUNETR holds as `.swinViT` (default), the ViT that UNETR holds as
 `.vit`, or the convolutional encoder of BasicUNet (its `.conv_0`, `.down_1` ... `.down_4`: conv-norm-act pairs
-with 2x max pooling between levels; the fastest backbone on a CPU to learn small findings, see
+with 2x max pooling between levels; of the three, the one that learns small findings on a CPU budget, see
 docs/results.md). `backbone_state_dict()` loads with strict=True into the attribute(s) of the network that
 `backbone_spec()` describes.
 
@@ -187,7 +187,8 @@ class VolumeEncoder(nn.Module):
         unet_features: channels of the five BasicUNet encoder levels (BasicUNet's default: 32, 32, 64, 128,
             256); the segmentation network gets (*unet_features, unet_features[0]).
         dropout_path_rate: Swin stochastic-depth rate in [0, 1); must be 0 for ViT and unet (no stochastic depth).
-        use_checkpoint: gradient checkpointing of every transformer block while training (saves GPU memory).
+        use_checkpoint: gradient checkpointing of every transformer block (unet: every encoder level) while
+            training (saves GPU memory).
         projection_layers: 1 (Linear) or 2 (Linear-GELU-Linear) for every output projection.
         pooled_norm: "batch" standardises the pooled last-stage feature per channel over the batch
             (BatchNorm1d without affine, running statistics at eval) before its projection; "none" skips it.
@@ -488,7 +489,8 @@ class VolumeEncoder(nn.Module):
         """JSON-able description of the backbone and of the MONAI segmentation network that takes its weights.
 
         Returns a dict with:
-            backbone: "swin", "vit" or "unet"; image_size: [D, H, W] (the segmentation ROI the weights were trained at);
+            backbone: "swin", "vit" or "unet"; image_size: [D, H, W] (the segmentation ROI the weights were
+                trained at);
             monai_version: the MONAI version that built the backbone;
             backbone_class / backbone_kwargs: the MONAI backbone (`SwinTransformer` / `ViT` / `BasicUNet`, of
                 which the unet backbone is the five encoder levels) and its arguments;
