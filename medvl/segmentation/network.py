@@ -112,8 +112,8 @@ def check_roi_size(spec: Mapping[str, Any], roi_size: Sequence[int]) -> tuple[in
     elif spec["segmentation_class"].endswith("BasicUNet"):
         if math.prod(side // _UNET_BOTTLENECK_STRIDE for side in roi) <= 1:
             raise ValueError(
-                f"roi_size {list(roi)} leaves at most one voxel at BasicUNet's 1/16 bottleneck, where its instance norm "
-                "fails; use sides of 32 or more, e.g. roi_size=[64, 64, 64]"
+                f"roi_size {list(roi)} leaves at most one voxel at BasicUNet's 1/16 bottleneck, where its instance "
+                "norm fails; use sides of 32 or more, e.g. roi_size=[64, 64, 64]"
             )
     elif list(roi) != list(spec["image_size"]):
         raise ValueError(
