@@ -93,7 +93,13 @@ def best_checkpoint_path(trainer: L.Trainer) -> str | None:
 
 
 def resolve_resume_checkpoint(cfg: DictConfig, output_dir: Path) -> str | None:
-    """``cfg.ckpt_path`` if given (must exist); else ``<output_dir>/checkpoints/last.ckpt`` when ``resume``."""
+    """``cfg.ckpt_path`` if given (must exist); else ``<output_dir>/checkpoints/last.ckpt`` when ``resume``.
+
+    Raises:
+        ValueError: ``ckpt_path`` does not exist; or the run folder already holds a run's ``last.ckpt`` and
+            neither ``resume`` nor ``ckpt_path`` is given: starting over there would overwrite its checkpoints
+            and Lightning's CSV logger would delete its metric history.
+    """
     explicit = cfg.get("ckpt_path")
     if explicit:
         path = Path(str(explicit)).expanduser()
@@ -107,6 +113,12 @@ def resolve_resume_checkpoint(cfg: DictConfig, output_dir: Path) -> str | None:
             return str(last)
         log.warning("resume=true but %s does not exist: starting from scratch. To resume a run, point "
                     "hydra.run.dir at its folder or pass ckpt_path=...", last)
+        return None
+    existing = output_dir / "checkpoints" / "last.ckpt"
+    if existing.is_file():
+        raise ValueError(f"the run folder {output_dir} already holds a run ({existing}); pass resume=true to continue "
+                         "it, or choose another hydra.run.dir (a fresh start there would overwrite its checkpoints "
+                         "and delete its metric log)")
     return None
 
 

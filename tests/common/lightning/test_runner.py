@@ -52,6 +52,17 @@ def test_resume_continues_from_saved_step(toy_cfg):
     assert second["trainer/global_step"] == 12  # 4 restored + 8 new, not 12 new from scratch
 
 
+def test_a_fresh_run_refuses_a_folder_that_holds_a_run(toy_cfg):
+    first = run(toy_cfg("trainer.max_epochs=1", "test=false"))
+    assert first["trainer/global_step"] == 4
+    cfg = toy_cfg("trainer.max_epochs=1", "test=false")  # same run folder, no resume=true
+    last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    before = last.stat().st_mtime_ns
+    with pytest.raises(ValueError, match="resume=true"):
+        run(cfg)
+    assert last.stat().st_mtime_ns == before and (Path(cfg.paths.output_dir) / "csv" / "metrics.csv").is_file()
+
+
 def test_interrupt_saves_last_checkpoint_and_resume_finishes(toy_cfg, tmp_path):
     cfg = toy_cfg("trainer.max_epochs=2", "test=false",
                   "+callbacks.stopper._target_=tests.common.lightning.toy.InterruptAtStep",
