@@ -153,3 +153,13 @@ def test_claims_configs_compose_into_a_cpu_model_and_a_side_preserving_augmented
     with torch.no_grad():
         assert encoder(torch.rand(2, 1, 64, 64, 64))["pooled"].shape == (2, cfg.model.embed_dim)
     assert cfg.model.zeroshot_templates.context  # prompts are encoded in a report context
+
+
+@pytest.mark.parametrize(("model", "backbone"), [("medvl_tiny_vit_minilm", "vit"), ("medvl_tiny_unet_minilm", "unet")])
+def test_minilm_configs_keep_their_volume_encoder_and_size_the_report_encoder_like_minilm(tmp_path, model, backbone):
+    """The MiniLM variants change only the report encoder (all-MiniLM-L6-v2's shape) and its learning rate."""
+    cfg = _compose("medvl_train", tmp_path, f"model={model}")
+    assert cfg.model.volume_encoder.backbone == backbone
+    text = cfg.model.text_encoder
+    assert (text.hidden_size, text.num_layers, text.num_heads, text.intermediate_size) == (384, 6, 12, 1536)
+    assert cfg.model.lr_scales.text_encoder == 0.03
