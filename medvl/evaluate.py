@@ -7,6 +7,7 @@ split. The model is rebuilt from the checkpoint alone (tokenizer and sizes are s
 """
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -18,6 +19,8 @@ from omegaconf import DictConfig
 from common.io import atomic_write_json, atomic_write_text
 from common.lightning.runner import instantiate_collection, scalar_metrics
 from medvl.models.medvl_module import MedVLPretrainModule, resolve_pointing_source
+
+log = logging.getLogger(__name__)
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
@@ -49,6 +52,9 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         model.pointing_method = resolve_pointing_source(str(cfg.pointing_source), model.loss_weights)
     if list(datamodule.label_names) != list(model.label_names):
         model.label_names = list(datamodule.label_names)  # zero-shot prompts follow the evaluated data's findings
+    if cfg.get("zeroshot_templates"):  # other prompts for a trained checkpoint, e.g. the findings in other words
+        model.set_zeroshot_templates(cfg.zeroshot_templates)
+        log.info("zero-shot prompts: %s", model.hparams["zeroshot_templates"])
 
     loggers = instantiate_collection(cfg.get("logger"))
     trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False, default_root_dir=str(output_dir),

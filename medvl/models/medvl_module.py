@@ -57,12 +57,7 @@ from medvl.evaluation.pointing import (
     pointing_summary,
     upsample_attention,
 )
-from medvl.evaluation.zeroshot import (
-    DEFAULT_NEGATIVE_TEMPLATES,
-    DEFAULT_POSITIVE_TEMPLATES,
-    build_prompts,
-    zero_shot_probabilities,
-)
+from medvl.evaluation.zeroshot import finding_prompts, resolve_zeroshot_templates, zero_shot_probabilities
 from medvl.models.components.report_tokenization import ReportBatchEncoder
 from medvl.models.components.tribert import TriBERT, pool_by_group
 from medvl.models.components.vision_ssl import (
@@ -111,8 +106,10 @@ class MedVLPretrainModule(VLPModule):
         mlm_probability: share of maskable tokens masked for MLM.
         temperature: initial CLIP temperature (learnable).
         max_sentences, max_length: report truncation (sentences per report, tokens per report).
-        zeroshot_templates: {"positive": [...], "negative": [...]} prompt templates with ``{finding}``, and
-            optionally "context": sentences placed before every prompt, so that a prompt is encoded as a report.
+        zeroshot_templates: {"positive": [...], "negative": [...]} paired prompt templates with ``{finding}``,
+            optionally "context": sentences placed before every prompt, so that a prompt is encoded as a report,
+            and "phrases": {label: phrase(s)} used in the prompts instead of the label name
+            (``medvl.evaluation.zeroshot.resolve_zeroshot_templates``).
         pointing_source: the attention a finding sentence points with (``pointing_method``): "word_alignment"
             (mean of its words' attention over the fine tokens), "sentence_alignment" (its attention over the
             coarse regions), "global_cam" (cosine with the last-stage tokens in the global space), or "auto":
@@ -167,11 +164,7 @@ class MedVLPretrainModule(VLPModule):
         vol_kwargs["image_size"] = list(spatial_size)
         text_kwargs = {**DEFAULT_TEXT_ENCODER, **plain_container(text_encoder or {})}
         ssl_options = {**DEFAULT_SSL, **plain_container(ssl or {})}
-        templates = plain_container(zeroshot_templates or {})
-        unknown = sorted(set(templates) - {"positive", "negative", "context"})
-        if unknown:
-            raise ValueError(f"unknown zeroshot_templates key(s) {unknown}; valid keys are "
-                             "['context', 'negative', 'positive']")
+        templates = resolve_zeroshot_templates(plain_container(zeroshot_templates or {}), list(label_names))
         pointing_method = resolve_pointing_source(pointing_source, weights)
         self.save_hyperparameters({
             "tokenizer_json": tokenizer_json, "label_names": list(label_names), "preprocess": preprocess,
@@ -181,9 +174,7 @@ class MedVLPretrainModule(VLPModule):
             "text_encoder": {**text_kwargs, "pretrained_dir": None},
             "loss_weights": weights, "ssl": ssl_options, "mlm_probability": mlm_probability,
             "temperature": temperature, "max_sentences": max_sentences, "max_length": max_length,
-            "zeroshot_templates": {"positive": list(templates.get("positive", DEFAULT_POSITIVE_TEMPLATES)),
-                                   "negative": list(templates.get("negative", DEFAULT_NEGATIVE_TEMPLATES)),
-                                   "context": [str(c) for c in templates.get("context", [])]},
+            "zeroshot_templates": templates,
             "scheduler_interval": scheduler_interval, "pointing_source": pointing_source,
         })
         self.loss_weights = weights
@@ -469,16 +460,26 @@ class MedVLPretrainModule(VLPModule):
         store["pointing_grid_tokens"] = [math.prod(grid)]
 
     @torch.no_grad()
-    def _prompt_embeddings(self) -> tuple[Tensor, Tensor]:
+    def _prompt_embeddings(self) -> tuple[list[Tensor], list[Tensor]]:
+        """Positive and negative prompt embeddings per finding label: K tensors (P_k, E) each."""
         templates = self.hparams["zeroshot_templates"]
         # Each prompt is encoded as a report: the context sentences, then the prompt sentence. A bare one-sentence
         # prompt is far from the multi-sentence reports a report-level encoder was trained on.
         context = list(templates.get("context", []))  # checkpoints from before the context option have none
         pos, neg = [], []
         for name in self.label_names:
-            pos.append(self.encode_report([[*context, p] for p in build_prompts(name, templates["positive"])]))
-            neg.append(self.encode_report([[*context, p] for p in build_prompts(name, templates["negative"])]))
-        return torch.stack(pos).float().cpu(), torch.stack(neg).float().cpu()  # (K, P, E) each
+            positive, negative = finding_prompts(name, templates)
+            pos.append(self.encode_report([[*context, p] for p in positive]))
+            neg.append(self.encode_report([[*context, p] for p in negative]))
+        return [p.float().cpu() for p in pos], [n.float().cpu() for n in neg]
+
+    def set_zeroshot_templates(self, overrides: Mapping[str, Any]) -> None:
+        """Replace the given zero-shot prompt settings (keys of ``resolve_zeroshot_templates``), keep the rest.
+
+        For trying other prompts on a trained checkpoint (``python -m medvl.evaluate zeroshot_templates=...``).
+        """
+        self.hparams["zeroshot_templates"] = resolve_zeroshot_templates(
+            plain_container(overrides), self.label_names, base=self.hparams["zeroshot_templates"])
 
     def evaluation_metrics(self) -> dict[str, float]:
         """Retrieval, zero-shot AUROC and pointing accuracy over everything collected this epoch."""

@@ -163,3 +163,14 @@ def test_minilm_configs_keep_their_volume_encoder_and_size_the_report_encoder_li
     text = cfg.model.text_encoder
     assert (text.hidden_size, text.num_layers, text.num_heads, text.intermediate_size) == (384, 6, 12, 1536)
     assert cfg.model.lr_scales.text_encoder == 0.03
+
+
+def test_evaluate_takes_other_zero_shot_prompts_from_the_command_line(trained_run, tmp_path):
+    """The override reaches the model (a phrase for a label the data lacks is refused with its name)."""
+    tmp, cfg, _ = trained_run
+    ckpt = f"ckpt_path={Path(cfg.paths.output_dir) / 'checkpoints' / 'last.ckpt'}"
+    data = [o for o in TINY if o.startswith("data.")]
+    eval_cfg = _compose("medvl_evaluate", tmp, *data, ckpt, "zeroshot_templates={phrases: {aortic plaque: calcified plaque}}")
+    assert dict(eval_cfg.zeroshot_templates.phrases) == {"aortic plaque": "calcified plaque"}
+    with pytest.raises(ValueError, match="'aortic plaque', which is not a finding label"):
+        evaluate(eval_cfg)

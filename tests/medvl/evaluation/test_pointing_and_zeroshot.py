@@ -12,7 +12,12 @@ from medvl.evaluation.pointing import (
     pointing_summary,
 )
 from medvl.evaluation.figures import slice_axes
-from medvl.evaluation.zeroshot import build_prompts, zero_shot_probabilities
+from medvl.evaluation.zeroshot import (
+    build_prompts,
+    finding_prompts,
+    resolve_zeroshot_templates,
+    zero_shot_probabilities,
+)
 
 
 def test_peak_of_a_fine_map_is_the_peak_token_position():
@@ -50,6 +55,32 @@ def test_zero_shot_probability_follows_the_closer_prompt():
     probabilities = zero_shot_probabilities(volumes, positive, negative, torch.tensor(10.0))
     assert probabilities.shape == (3, 2)
     assert probabilities[0, 0] > 0.9 and probabilities[1, 0] < 0.1 and probabilities[2, 1] < 0.1
+
+
+def test_zero_shot_probability_averages_each_findings_own_number_of_prompt_pairs():
+    volumes = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    # finding 0: two pairs, one pointing each way (mean 0.5 for any volume); finding 1: one pair along axis 1
+    positive = [torch.tensor([[1.0, 0.0], [-1.0, 0.0]]), torch.tensor([[0.0, 1.0]])]
+    negative = [-p for p in positive]
+    probabilities = zero_shot_probabilities(volumes, positive, negative, 10.0)
+    assert probabilities.shape == (2, 2)
+    torch.testing.assert_close(probabilities[:, 0], torch.tensor([0.5, 0.5]))
+    assert probabilities[1, 1] > 0.99 and probabilities[0, 1] == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="equal shape"):
+        zero_shot_probabilities(volumes, positive, [negative[0][:1], negative[1]], 10.0)
+
+
+def test_finding_prompts_put_each_phrase_into_every_template():
+    templates = resolve_zeroshot_templates(
+        {"positive": ["There is {finding}."], "negative": ["No {finding}."],
+         "phrases": {"arterial wall calcification": ["aortic calcification", "calcified plaque"]}},
+        ["arterial wall calcification", "splenomegaly"])
+    assert finding_prompts("arterial wall calcification", templates) == (
+        ["There is aortic calcification.", "There is calcified plaque."],
+        ["No aortic calcification.", "No calcified plaque."])
+    assert finding_prompts("splenomegaly", templates) == (["There is splenomegaly."], ["No splenomegaly."])
+    with pytest.raises(ValueError, match="unknown zeroshot_templates key"):
+        resolve_zeroshot_templates({"phrase": {}}, ["splenomegaly"])
 
 
 def test_pointing_summary_rejects_lists_of_different_lengths():

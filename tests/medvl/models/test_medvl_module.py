@@ -145,12 +145,34 @@ def test_zero_shot_prompts_are_encoded_after_the_context_sentences(tokenizer_jso
                                                      "negative": ["No {finding}."], "context": context})
     assert module.hparams["zeroshot_templates"]["context"] == context
     with torch.no_grad():
-        pos, neg = module._prompt_embeddings()  # (K, P, E)
+        pos, neg = module._prompt_embeddings()  # K findings x (P, E)
         expected = module.encode_report([[*context, "There is pleural effusion."]])[0]
         bare = module.encode_report([["There is pleural effusion."]])[0]
-    assert pos.shape == neg.shape == (2, 1, 16)
-    torch.testing.assert_close(pos[1, 0], expected)
-    assert not torch.allclose(pos[1, 0], bare, atol=1e-4)
+    assert [p.shape for p in pos] == [n.shape for n in neg] == [(1, 16), (1, 16)]
+    torch.testing.assert_close(pos[1][0], expected)
+    assert not torch.allclose(pos[1][0], bare, atol=1e-4)
+
+
+def test_zero_shot_phrases_replace_the_label_name_in_the_prompts_and_keep_the_other_settings(tokenizer_json):
+    context = ["The spleen is normal."]
+    module = _module_with_templates(tokenizer_json, {"positive": ["There is {finding}."],
+                                                     "negative": ["No {finding}."], "context": context})
+    module.set_zeroshot_templates({"phrases": {"liver lesion": ["hypodense lesion", "liver cyst"]}})
+    assert module.hparams["zeroshot_templates"]["context"] == context  # kept from the checkpoint's settings
+    with torch.no_grad():
+        pos, neg = module._prompt_embeddings()  # K findings x (P_k, E): 2 phrases x 1 template for the liver
+        expected = module.encode_report([[*context, "There is hypodense lesion."], [*context, "No liver cyst."]])
+        effusion = module.encode_report([[*context, "There is pleural effusion."]])[0]
+    assert [p.shape for p in pos] == [n.shape for n in neg] == [(2, 16), (1, 16)]
+    torch.testing.assert_close(pos[0][0], expected[0])
+    torch.testing.assert_close(neg[0][1], expected[1])
+    torch.testing.assert_close(pos[1][0], effusion)  # a label without a phrase keeps its name
+    with pytest.raises(ValueError, match="'kidney cyst', which is not a finding label"):
+        module.set_zeroshot_templates({"phrases": {"kidney cyst": "renal cyst"}})
+    with pytest.raises(ValueError, match="non-empty phrase"):
+        module.set_zeroshot_templates({"phrases": {"liver lesion": " "}})
+    with pytest.raises(ValueError, match="equally many"):
+        module.set_zeroshot_templates({"positive": ["There is {finding}.", "{Finding} is seen."]})
 
 
 def test_unknown_zero_shot_template_key_is_rejected(tokenizer_json):
