@@ -24,11 +24,16 @@ log = logging.getLogger(__name__)
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
-    """Test ``cfg.ckpt_path`` on ``cfg.data``'s test split; returns (and writes) the metrics.
+    """Test ``cfg.ckpt_path`` on ``cfg.data``'s test split (or ``cfg.split``); returns (and writes) the metrics.
 
     Raises:
-        ValueError: no ckpt_path, a missing file, or data whose preprocessing differs from the model's.
+        ValueError: no ckpt_path, a missing file, an unknown split, or data whose preprocessing differs from the
+            model's.
     """
+    split = str(cfg.get("split") or "test")
+    if split not in ("val", "test"):
+        raise ValueError(f"split={split!r}: evaluate the 'test' split (the default) or 'val' (e.g. to choose "
+                         f"zero-shot prompts without looking at the test split)")
     if not cfg.get("ckpt_path"):
         raise ValueError("give the checkpoint to evaluate: python -m medvl.evaluate ckpt_path=/path/to/last.ckpt")
     ckpt_path = Path(str(cfg.ckpt_path)).expanduser()
@@ -59,14 +64,16 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     loggers = instantiate_collection(cfg.get("logger"))
     trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False, default_root_dir=str(output_dir),
                                      callbacks=[])
-    results = trainer.test(model, datamodule=datamodule)
+    # the val split runs through the same test loop (metrics, figures); its loader has no augmentation either
+    results = (trainer.test(model, datamodule=datamodule) if split == "test"
+               else trainer.test(model, dataloaders=datamodule.val_dataloader()))
     metrics = {}
     for result in results:
         metrics.update(scalar_metrics(result))
     metrics.update(scalar_metrics(trainer.callback_metrics))
     if trainer.is_global_zero:
         atomic_write_json(output_dir / "metrics.json", metrics)
-        atomic_write_text(output_dir / "evaluated_checkpoint.txt", f"{ckpt_path.resolve()}\n")
+        atomic_write_text(output_dir / "evaluated_checkpoint.txt", f"{ckpt_path.resolve()}\nsplit: {split}\n")
         print(f"Run directory: {output_dir.resolve()}")
     return metrics
 

@@ -174,3 +174,22 @@ def test_evaluate_takes_other_zero_shot_prompts_from_the_command_line(trained_ru
     assert dict(eval_cfg.zeroshot_templates.phrases) == {"aortic plaque": "calcified plaque"}
     with pytest.raises(ValueError, match="'aortic plaque', which is not a finding label"):
         evaluate(eval_cfg)
+
+
+def test_evaluate_can_run_on_the_validation_split(trained_run, tmp_path):
+    tmp, cfg, _ = trained_run
+    data = [o for o in TINY if o.startswith("data.")]
+    ckpt = f"ckpt_path={Path(cfg.paths.output_dir) / 'checkpoints' / 'last.ckpt'}"
+    results = {}
+    for split in ("val", "test"):
+        eval_cfg = _compose("medvl_evaluate", tmp, *data, ckpt, f"split={split}")
+        with open_dict(eval_cfg):
+            eval_cfg.paths.output_dir = str(tmp_path / split)
+        results[split] = evaluate(eval_cfg)
+        assert (tmp_path / split / "evaluated_checkpoint.txt").read_text().endswith(f"split: {split}\n")
+    # the same deterministic model on other studies (the demo's manifest fixes 2 val and 2 test studies)
+    assert results["val"]["test/loss"] != pytest.approx(results["test"]["test/loss"])
+    with open_dict(eval_cfg):
+        eval_cfg.split = "train"
+    with pytest.raises(ValueError, match="split='train'"):
+        evaluate(eval_cfg)
