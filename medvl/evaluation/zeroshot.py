@@ -57,7 +57,8 @@ def resolve_zeroshot_templates(templates: Mapping[str, Any] | None, label_names:
               "context": [], "phrases": {}, **dict(base or {}), **templates}
     phrases = {}
     for label, given in dict(merged["phrases"] or {}).items():
-        if label not in label_names:
+        # phrases kept from `base` may name labels of the data a checkpoint was trained on; they are unused then
+        if "phrases" in templates and label not in label_names:
             raise ValueError(f"zeroshot_templates.phrases names {label!r}, which is not a finding label of this "
                              f"data; labels: {list(label_names)}")
         given = [given] if isinstance(given, str) else list(given)
