@@ -80,7 +80,7 @@ def finding_prompts(label: str, templates: Mapping[str, Any]) -> tuple[list[str]
     """Positive and negative prompts of one finding label (templates as ``resolve_zeroshot_templates`` gives).
 
     Each phrase of the label (the label itself without "phrases") fills every template, so both lists have
-    len(phrases) x len(templates) prompts, pairs at equal positions when the two template lists are equally long.
+    len(phrases) x len(templates) prompts, the pairs at equal positions.
     """
     phrases = dict(templates.get("phrases") or {}).get(label, [label])
     positive = [p for phrase in phrases for p in build_prompts(phrase, templates["positive"])]
