@@ -96,7 +96,8 @@ class CTReportDataset(Dataset):
         if len(set(self.label_names)) != len(self.label_names):
             raise ValueError(f"label_names has duplicates: {self.label_names}")
         self.extras_root = Path(extras_root) if extras_root is not None else None
-        self.pipeline = build_preprocessing(preprocess, loader=loader)
+        # No Invertd downstream: the separable resampler (same grid as MONAI's Spacingd, float32, no coordinate grid).
+        self.pipeline = build_preprocessing(preprocess, loader=loader, invertible=False)
         self.cache = PreprocessedVolumeCache(cache_dir, preprocess) if cache_dir is not None else None
         for record in self.records:
             self._check_record(record)

@@ -49,6 +49,7 @@ from monai.transforms import (
 )
 from monai.utils.enums import MetaKeys, SpaceKeys
 
+from medvl.data.separable_spacing import SeparableSpacingd
 from medvl.data.volume import Volume, load_volume
 
 IMAGE_KEY = "image"
@@ -267,12 +268,18 @@ class GreaterThan:
         return x > self.threshold
 
 
-def build_preprocessing(config: PreprocessConfig, loader: VolumeLoader | None = None) -> Compose:
+def build_preprocessing(
+    config: PreprocessConfig, loader: VolumeLoader | None = None, invertible: bool = True
+) -> Compose:
     """Deterministic MONAI pipeline: {"image": path[, "organ_mask": path]} -> preprocessed MetaTensors.
 
     Args:
         config: the preprocessing knobs (see `PreprocessConfig`).
         loader: optional replacement for `load_volume` (path -> `Volume`).
+        invertible: step 4 is MONAI's `Spacingd`, which records its inverse for `Invertd` (segmentation
+            inference maps predictions back to the scan). False: `SeparableSpacingd`, the same output grid
+            resampled axis by axis in float32 (no coordinate grid, no float64 copies; several times less
+            memory and faster), without an inverse record: for the training datasets.
 
     Shapes:
         output "image": (1, D, H, W) float32 in [0, 1]; "organ_mask" (if given): (1, D, H, W) int64
@@ -286,7 +293,17 @@ def build_preprocessing(config: PreprocessConfig, loader: VolumeLoader | None = 
         # labels=None: read the axis labels from the MetaTensor's space (RAS, set by LoadVolumed).
         Orientationd(keys, axcodes=config.orientation, labels=None, allow_missing_keys=True),
     ]
-    if config.spacing is not None:
+    if config.spacing is not None and not invertible:
+        steps.append(
+            SeparableSpacingd(
+                keys,
+                pixdim=config.spacing,
+                mode=(config.image_interpolation, "nearest"),
+                padding_mode=("border", "zeros"),
+                allow_missing_keys=True,
+            )
+        )
+    elif config.spacing is not None:
         steps.append(
             Spacingd(
                 keys,

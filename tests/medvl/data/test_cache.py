@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors import safe_open
+from safetensors.torch import save_file
 
 from medvl.data.cache import (
     CacheEntryError,
@@ -20,6 +21,7 @@ from medvl.data.cache import (
     PreprocessedVolumeCache,
 )
 from medvl.data.transforms import PreprocessConfig, build_preprocessing
+from medvl.data.unorm16 import UNORM16_MAX_ERROR, decode_unorm16, encode_unorm16
 from tests.medvl.data.nifti_helpers import CountingLoader, diag_affine, save_nifti
 
 CONFIG = PreprocessConfig(spacing=(4.0, 4.0, 4.0), spatial_size=(8, 8, 8))
@@ -35,7 +37,7 @@ def _write_case(folder: Path, seed: int = 0) -> tuple[Path, Path]:
 
 
 def _creator(config: PreprocessConfig, loader, image: Path, mask: Path | None):
-    pipeline = build_preprocessing(config, loader=loader)
+    pipeline = build_preprocessing(config, loader=loader, invertible=False)  # as CTReportDataset
 
     def create() -> PreprocessedVolume:
         data = {"image": image} if mask is None else {"image": image, "organ_mask": mask}
@@ -202,7 +204,9 @@ def test_two_processes_filling_one_cache_leave_valid_entries(tmp_path):
     for image, mask in cases:
         stored = cache.load(cache.key(image, mask))  # raises CacheEntryError if damaged
         assert stored is not None
-        _assert_same(_creator(CONFIG, None, Path(image), Path(mask))(), stored)
+        fresh = _creator(CONFIG, None, Path(image), Path(mask))()
+        assert (fresh.image - stored.image).abs().max() <= UNORM16_MAX_ERROR
+        assert torch.equal(fresh.organ_mask, stored.organ_mask)
     assert not list((tmp_path / "cache").rglob("*.tmp"))
 
 
@@ -210,3 +214,49 @@ def test_cache_dir_that_is_a_file_is_refused(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(ValueError, match="not a folder"):
         PreprocessedVolumeCache(tmp_path / "file", CONFIG)
+
+
+def test_unorm16_rounding_stays_within_its_documented_bound():
+    values = torch.cat([torch.rand(100_000, generator=torch.Generator().manual_seed(0)), torch.tensor([0.0, 1.0])])
+    decoded = decode_unorm16(encode_unorm16(values).numpy())
+    error = (decoded - values).abs().max()
+    assert 0 < error <= UNORM16_MAX_ERROR and decoded[-2] == 0.0 and decoded[-1] == 1.0
+    assert UNORM16_MAX_ERROR * 2000 < 0.016  # HU over the default 2000 HU window, as the docs say
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        encode_unorm16(torch.tensor([0.5, 1.01]))
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        encode_unorm16(torch.tensor([float("nan")]))
+
+
+def test_entry_is_unorm16_and_an_old_format_entry_is_rebuilt(tmp_path, caplog):
+    image, mask = _write_case(tmp_path)
+    loader = CountingLoader()
+    cache = PreprocessedVolumeCache(tmp_path / "cache", CONFIG)
+    first = cache.get_or_create(image, mask, _creator(CONFIG, loader, image, mask))
+    key = cache.key(image, mask)
+    path = cache.entry_path(key)
+    with safe_open(str(path), framework="pt") as f:
+        assert f.get_tensor("image").dtype == torch.uint16
+    # A format-1 entry (float32 image, sha256 checksums) at this path must never be read as format 2.
+    old_meta = {"format_version": 1, "affine": np.eye(4).tolist(), "original_affine": np.eye(4).tolist(),
+                "sha256": {"image": "0" * 64}}
+    save_file({"image": first.image.float()}, str(path), metadata={"medvl_cache": json.dumps(old_meta)})
+    with pytest.raises(CacheEntryError, match="format version 1"):
+        cache.load(key)
+    # Same version number but another image encoding (e.g. a float16 experiment): refused as well.
+    new_meta = {**old_meta, "format_version": 2, "image_encoding": "float16", "crc32": {"image": 0}}
+    save_file({"image": first.image.half()}, str(path), metadata={"medvl_cache": json.dumps(new_meta)})
+    with pytest.raises(CacheEntryError, match="encoding"):
+        cache.load(key)
+    with caplog.at_level(logging.WARNING, logger="medvl.data.cache"):
+        rebuilt = cache.get_or_create(image, mask, _creator(CONFIG, loader, image, mask))
+    assert loader.calls == 4 and any("rebuilding" in r.getMessage() for r in caplog.records)
+    _assert_same(first, rebuilt)
+
+
+def test_out_of_range_image_is_refused_not_clipped(tmp_path):
+    cache = PreprocessedVolumeCache(tmp_path / "cache", CONFIG)
+    volume = PreprocessedVolume(torch.full((1, 2, 2, 2), 3.0), np.eye(4), np.eye(4))
+    with pytest.raises(ValueError, match=r"cache entry .*\[0, 1\]"):
+        cache.save("cd" * 32, volume)
+    assert not cache.entry_path("cd" * 32).exists()
