@@ -8,6 +8,9 @@ transformers; the JSON is always written):
     volume_encoder.safetensors     the MONAI backbone alone; loads with strict=True into
                                    SwinUNETR(...).swinViT (Swin) or UNETR(...).vit (ViT); unet: the keys of
                                    BasicUNet(...)'s encoder levels conv_0, down_1 ... down_4
+    volume_encoder_heads.safetensors  the rest of the volume encoder (projection heads, the pooled feature's
+                                   batch-norm statistics): with the backbone file and the JSON's "encoder"
+                                   entry it rebuilds the whole encoder in PyTorch
     volume_encoder.json            everything a pipeline needs to preprocess identically and rebuild the network:
                                    the training preprocessing (orientation, spacing, HU window, input size), the
                                    MONAI backbone / segmentation classes and their arguments, output sizes, files
@@ -15,7 +18,11 @@ transformers; the JSON is always written):
     volume_encoder.onnx            outputs (pooled, fine, coarse, tokens), each checked against PyTorch at export
     report_encoder/                TriBERT's text path as a transformers BertModel + its tokenizer
                                    (save_pretrained layout, AutoModel / AutoTokenizer offline), the report
-                                   projection into the shared space, and medvl_report_encoder.json
+                                   standardisation statistics and projection into the shared space, and
+                                   medvl_report_encoder.json
+
+``medvl.export.load_exported(DIR)`` (``medvl/exported_encoders.py``) reads such a folder back into an object with
+``encode_volume`` / ``encode_report`` that reproduce the trained module's embeddings, on any of the three runtimes.
 
 Loading never unpickles arbitrary code (``common.export.load_checkpoint``: weights_only), and a checkpoint
 whose weights do not fit the architecture in its own hyper-parameters raises ``WeightsMismatchError``
@@ -34,12 +41,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+import torch.nn.functional as F
 import transformers
 from torch import Tensor, nn
 from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel, PreTrainedTokenizerFast
 
 from common.export import (
     ExportError,
+    ExportParityError,
     WeightsFileError,
     WeightsMismatchError,
     eval_mode,
@@ -67,6 +76,7 @@ __all__ = [
     "export_pretrained",
     "export_report_encoder",
     "export_volume_encoder",
+    "load_exported",
     "load_pretrained_module",
     "main",
     "parse_args",
@@ -84,6 +94,9 @@ TORCHSCRIPT_FILE = "volume_encoder.torchscript.pt"
 ONNX_FILE = "volume_encoder.onnx"
 REPORT_ENCODER_DIR = "report_encoder"
 REPORT_PROJECTION_FILE = "report_projection.safetensors"
+REPORT_NORM_FILE = "report_norm.safetensors"
+HEADS_FILE = "volume_encoder_heads.safetensors"
+VOLUME_ENCODER_CLASS = "medvl.models.components.volume_encoder.VolumeEncoder"
 REPORT_INFO_FILE = "medvl_report_encoder.json"
 OUTPUT_NAMES = ("pooled", "fine", "coarse", "tokens")
 # Parity tolerances of the exported files against PyTorch (TorchScript replays the same kernels; ONNX Runtime
@@ -237,6 +250,7 @@ def export_volume_encoder(
     out_dir: str | Path,
     formats: Sequence[str] = ("safetensors", "torchscript", "onnx"),
     *,
+    encoder_kwargs: Mapping[str, Any] | None = None,
     extra_info: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write the volume encoder's backbone weights, its description JSON and, on request, TorchScript / ONNX.
@@ -246,6 +260,9 @@ def export_volume_encoder(
         preprocess: ``PreprocessConfig.to_dict()`` of the pre-training data (checked by rebuilding it).
         out_dir: the export folder (created).
         formats: any of "safetensors", "torchscript", "onnx" ("transformers" is ignored here).
+        encoder_kwargs: the ``VolumeEncoder`` constructor arguments (backbone included); with "safetensors" the
+            rest of the encoder (heads, batch-norm statistics) goes to ``volume_encoder_heads.safetensors`` and the
+            arguments into the JSON's "encoder" entry, so that ``load_exported`` rebuilds it in PyTorch.
         extra_info: more entries for the JSON (e.g. the source checkpoint).
 
     Returns:
@@ -267,6 +284,14 @@ def export_volume_encoder(
         state = encoder.backbone_state_dict()
         save_weights(state, out_dir / WEIGHTS_FILE, metadata={"medvl_backbone_spec": json.dumps(spec, sort_keys=True)})
         files["backbone_weights"] = WEIGHTS_FILE
+        if encoder_kwargs is not None:
+            full = encoder.state_dict()
+            backbone_keys = {f"backbone.{key}" for key in state}
+            if not backbone_keys <= set(full):
+                raise ExportError("the backbone's keys are not the encoder's 'backbone.' keys; cannot split the heads off")
+            heads = {key: tensor for key, tensor in full.items() if key not in backbone_keys}
+            save_weights(heads, out_dir / HEADS_FILE)
+            files["heads_weights"] = HEADS_FILE
     wrapper = VolumeEncoderForExport(encoder)  # the exporters run it in eval mode and restore the modes after
     example = _example_volume(encoder)
     if "torchscript" in formats:
@@ -297,6 +322,8 @@ def export_volume_encoder(
         },
         "outputs": _output_description(encoder),
         "backbone_spec": spec,
+        **({"encoder": {"class": VOLUME_ENCODER_CLASS, "kwargs": _jsonable_kwargs(encoder_kwargs)}}
+           if encoder_kwargs is not None else {}),
         "files": files,
         "parity": {
             "torchscript": {"atol": TORCHSCRIPT_ATOL, "rtol": TORCHSCRIPT_RTOL},
@@ -307,6 +334,11 @@ def export_volume_encoder(
     }
     atomic_write_json(out_dir / INFO_FILE, info)
     return info
+
+
+def _jsonable_kwargs(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """Constructor arguments as JSON values (tuples become lists; json raises TypeError for anything else)."""
+    return json.loads(json.dumps(dict(kwargs)))
 
 
 def read_export_info(export_dir: str | Path) -> dict[str, Any]:
@@ -402,6 +434,7 @@ def export_report_encoder(
     out_dir: str | Path,
     *,
     report_projection: nn.Module | None = None,
+    report_norm: nn.BatchNorm1d | None = None,
     layers: str = "all",
     extra_info: Mapping[str, Any] | None = None,
 ) -> Path:
@@ -417,6 +450,9 @@ def export_report_encoder(
         tokenizer: its tokenizer (with the [SENT] token).
         out_dir: the folder to write (created).
         report_projection: optional projection head of the report embedding.
+        report_norm: the batch norm (affine=False) that standardises the report [CLS] state before the projection;
+            its running mean / variance are saved as ``report_norm.safetensors`` (the embedding is
+            ``projection((cls - mean) / sqrt(var + eps))``).
         layers: "all" or "lower", see ``tribert_to_bert``.
         extra_info: more entries for ``medvl_report_encoder.json``.
 
@@ -446,6 +482,15 @@ def export_report_encoder(
             "keys": sorted(report_projection.state_dict()),
         }
         files.append(REPORT_PROJECTION_FILE)
+    norm_info = None
+    if report_norm is not None:
+        if report_norm.affine or report_norm.running_mean is None:
+            raise ExportError("report_norm must be a BatchNorm1d with running statistics and affine=False")
+        save_weights({"running_mean": report_norm.running_mean, "running_var": report_norm.running_var},
+                     out_dir / REPORT_NORM_FILE)
+        norm_info = {"file": REPORT_NORM_FILE, "eps": float(report_norm.eps),
+                     "formula": "(last_hidden_state[:, 0] - running_mean) / sqrt(running_var + eps)"}
+        files.append(REPORT_NORM_FILE)
 
     reloaded = AutoModel.from_pretrained(str(out_dir), local_files_only=True, add_pooling_layer=False).eval()
     reloaded_tokenizer = AutoTokenizer.from_pretrained(str(out_dir), local_files_only=True)
@@ -480,8 +525,11 @@ def export_report_encoder(
                           "token, a [SENT] token sees [CLS], itself and its own sentence's pieces; "
                           "medvl.export.bert_attention_mask(batch) builds it. A plain (B, L) padding mask runs but "
                           "gives other sentence-token states than pre-training.",
-        "report_embedding": "last_hidden_state[:, 0] (the global [CLS]); report_projection maps it into the space of "
-                            "the volume encoder's 'pooled' output (compare with cosine similarity)",
+        "report_embedding": "report_projection(report_norm(last_hidden_state[:, 0])): the global [CLS], standardised "
+                            "with report_norm's statistics, projected into the space of the volume encoder's 'pooled' "
+                            "output (compare with cosine similarity); medvl.export.load_exported(dir).encode_report "
+                            "does all of it",
+        "report_norm": norm_info,
         "report_projection": projection_info,
         "parity_max_abs_diff": difference,
         "files": files + [REPORT_INFO_FILE],
@@ -550,15 +598,60 @@ def export_pretrained(
     if "transformers" in formats:
         export_report_encoder(
             module.text_encoder, module.tokenizer, out_dir / REPORT_ENCODER_DIR,
-            report_projection=getattr(module, "report_proj", None), layers=text_layers,
+            report_projection=getattr(module, "report_proj", None), report_norm=getattr(module, "report_norm", None),
+            layers=text_layers,
             extra_info={**checkpoint_info, "logit_scale": float(module.clip.logit_scale)} if hasattr(module, "clip")
             else checkpoint_info,
         )
     extra = dict(checkpoint_info)
     if "transformers" in formats:
         extra["report_encoder"] = REPORT_ENCODER_DIR
-    return export_volume_encoder(module.volume_encoder, module.hparams["preprocess"], out_dir, formats,
-                                 extra_info=extra)
+    encoder_kwargs = {**module.hparams["volume_encoder"], "out_dim": module.volume_encoder.out_dim}
+    info = export_volume_encoder(module.volume_encoder, module.hparams["preprocess"], out_dir, formats,
+                                 encoder_kwargs=encoder_kwargs, extra_info=extra)
+    check_exported_embeddings(module, out_dir)
+    return info
+
+
+def check_exported_embeddings(module: MedVLPretrainModule, export_dir: str | Path) -> dict[str, float]:
+    """Load ``export_dir`` back with ``load_exported`` on every runtime it holds and compare its embeddings with the
+    module's: the lowest cosine similarity of "pooled" (volume) and of the report embedding must be >= 0.9999.
+
+    Returns:
+        {"<runtime>/volume_cosine": ..., "report_cosine": ...} (the lowest cosine over the check samples).
+
+    Raises:
+        ExportParityError: an embedding of the export differs from the module's.
+    """
+    from medvl.exported_encoders import EMBEDDING_COSINE_MIN, available_runtimes, load_exported
+
+    result: dict[str, float] = {}
+    volume = _example_volume(module.volume_encoder).repeat(2, 1, 1, 1, 1)
+    volume[1] = volume[1].flip(-1)
+    with torch.no_grad(), eval_mode(module):
+        expected_volume = module.encode_volume(volume)["pooled"]
+        reports = [list(report) for report in _PARITY_REPORTS]
+        expected_report = module.encode_report(reports) if (Path(export_dir) / REPORT_ENCODER_DIR).is_dir() else None
+    for runtime in available_runtimes(export_dir):
+        exported = load_exported(export_dir, runtime=runtime)
+        found = exported.encode_volume(volume)["pooled"]
+        result[f"{runtime}/volume_cosine"] = float(F.cosine_similarity(found, expected_volume, dim=-1).min())
+        if expected_report is not None and "report_cosine" not in result:
+            result["report_cosine"] = float(F.cosine_similarity(exported.encode_report(reports), expected_report,
+                                                                dim=-1).min())
+    bad = {name: value for name, value in result.items() if not value >= EMBEDDING_COSINE_MIN}
+    if bad:
+        raise ExportParityError(f"the export in {export_dir} does not reproduce the module's embeddings: lowest "
+                                f"cosine similarities {bad} (< {EMBEDDING_COSINE_MIN})", max_abs_diff=float("nan"),
+                                output_name=next(iter(bad)))
+    return result
+
+
+def load_exported(export_dir: str | Path, runtime: str = "auto"):  # noqa: ANN201 (lazy import of the class)
+    """See ``medvl.exported_encoders.load_exported``."""
+    from medvl.exported_encoders import load_exported as _load
+
+    return _load(export_dir, runtime=runtime)
 
 
 # --------------------------------------------------------------------------------------------------

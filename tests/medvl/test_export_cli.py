@@ -92,7 +92,8 @@ def test_description_json_has_everything_to_preprocess_identically(pretrained):
     assert info["outputs"]["fine"]["shape"] == ["B", 64, 16] and info["outputs"]["fine"]["stride_voxels"] == 8
     assert info["outputs"]["coarse"]["shape"] == ["B", 8, 16] and info["outputs"]["tokens"]["shape"] == ["B", 1, 16]
     assert info["backbone_spec"]["segmentation_kwargs"]["window_size"] == [2, 2, 2]
-    assert info["files"] == {"backbone_weights": WEIGHTS_FILE, "torchscript": TORCHSCRIPT_FILE}
+    assert info["files"] == {"backbone_weights": WEIGHTS_FILE, "heads_weights": "volume_encoder_heads.safetensors",
+                             "torchscript": TORCHSCRIPT_FILE}
     assert info["source_checkpoint"]["file_name"] == checkpoint.name
     assert info["report_encoder"] == REPORT_ENCODER_DIR
 
