@@ -182,6 +182,8 @@ def test_large_label_values_round_trip(tmp_path):
 
 
 def _fill_worker(cache_dir: str, cases: list[tuple[str, str]], barrier) -> None:
+    # As torch's DataLoader workers do: a forked child that reuses the parent's OpenMP pool can hang.
+    torch.set_num_threads(1)
     cache = PreprocessedVolumeCache(cache_dir, CONFIG)
     barrier.wait()  # both processes miss, compute and publish the same entries at the same time
     for image, mask in cases:
@@ -197,7 +199,11 @@ def test_two_processes_filling_one_cache_leave_valid_entries(tmp_path):
     for w in workers:
         w.start()
     for w in workers:
-        w.join(timeout=60)
+        w.join(timeout=120)
+    hung = [w for w in workers if w.exitcode is None]
+    for w in hung:
+        w.kill()
+    assert not hung, "a cache-filling worker did not finish within 120 s"
     assert [w.exitcode for w in workers] == [0, 0]
 
     cache = PreprocessedVolumeCache(tmp_path / "cache", CONFIG)
