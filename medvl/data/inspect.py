@@ -65,6 +65,12 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="resample unevenly spaced slices to the median spacing instead of failing",
     )
+    parser.add_argument(
+        "--stored-values-are-hu",
+        action="store_true",
+        help="accept CT DICOM files without RescaleSlope / RescaleIntercept, taking their stored values as HU "
+        "(without this flag such files are an error)",
+    )
     return parser
 
 
@@ -75,7 +81,10 @@ def main(argv: list[str] | None = None) -> int:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            volume = load_volume(args.path, series_uid=args.series_uid, allow_uneven_spacing=args.allow_uneven_spacing)
+            volume = load_volume(
+                args.path, series_uid=args.series_uid, allow_uneven_spacing=args.allow_uneven_spacing,
+                stored_values_are_hu=args.stored_values_are_hu,
+            )
         except VolumeReadError as exc:
             print(f"{prog}: error: {exc}", file=sys.stderr)
             return 2

@@ -137,7 +137,11 @@ def read_nifti(path: str | Path) -> Volume:
 
 
 def load_volume(
-    path: str | Path, *, series_uid: str | None = None, allow_uneven_spacing: bool = False
+    path: str | Path,
+    *,
+    series_uid: str | None = None,
+    allow_uneven_spacing: bool = False,
+    stored_values_are_hu: bool = False,
 ) -> Volume:
     """Read a CT volume from a DICOM series folder or a NIfTI file.
 
@@ -146,6 +150,8 @@ def load_volume(
         series_uid: DICOM only: the SeriesInstanceUID to read when the folder holds several series.
         allow_uneven_spacing: DICOM only: resample unevenly spaced slices to the median spacing (linear
             interpolation along the slice axis, with a warning) instead of failing.
+        stored_values_are_hu: DICOM only: accept CT files without RescaleSlope / RescaleIntercept, taking the
+            stored values as HU (otherwise an error). NIfTI files have no such tags and ignore it.
 
     Returns:
         Volume in HU with its RAS affine (see `medvl.data.dicom.read_dicom_series` and `read_nifti`).
@@ -159,7 +165,10 @@ def load_volume(
         # Imported here: medvl.data.dicom imports Volume from this module.
         from medvl.data.dicom import read_dicom_series
 
-        return read_dicom_series(path, series_uid=series_uid, allow_uneven_spacing=allow_uneven_spacing)
+        return read_dicom_series(
+            path, series_uid=series_uid, allow_uneven_spacing=allow_uneven_spacing,
+            stored_values_are_hu=stored_values_are_hu,
+        )
     if not path.exists():
         raise VolumeReadError(f"{path}: no such file or folder")
     if not is_nifti_path(path):
