@@ -13,6 +13,7 @@ from scene3d.data.scannet import (
     SceneObject,
     SceneReadError,
     SkippedObjectWarning,
+    UnmatchedSegmentWarning,
     read_ply_vertices,
     read_scannet_scene,
     write_ply_mesh,
@@ -140,11 +141,24 @@ def test_unknown_labels_map_to_others_with_counts(tmp_path: Path, label_tsv: Pat
 def test_objects_without_points_are_skipped_with_a_warning(tmp_path: Path, label_tsv: Path) -> None:
     groups = SEG_GROUPS + [{"objectId": 3, "label": "pillow", "segments": [77, 78]}]
     scene_dir = write_tiny_scene(tmp_path, seg_groups=groups)
-    with pytest.warns(SkippedObjectWarning, match=r"aggregation.json: object 3 \('pillow'\) skipped: no points"):
-        scene = read_scannet_scene(scene_dir, label_map_path=label_tsv)
+    with pytest.warns(SkippedObjectWarning, match=r"aggregation.json: object 3 \('pillow'\) skipped: no points"), \
+            pytest.warns(UnmatchedSegmentWarning, match="object 3 .* does not have: 77, 78"):
+        scene = read_scannet_scene(scene_dir, label_map_path=label_tsv, allow_unmatched_segments=True)
     assert [o.object_id for o in scene.objects] == [0, 1, 2]
     assert scene.meta["skipped_objects"] == [{"object_id": 3, "label": "pillow", "n_points": 0, "reason": "no points"}]
     assert scene.meta["unmatched_segments"] == {3: 2}
+
+
+def test_segment_id_absent_from_the_mesh_is_an_error_naming_file_object_and_segment(
+    tmp_path: Path, label_tsv: Path
+) -> None:
+    groups = [*SEG_GROUPS[:1], {**SEG_GROUPS[1], "segments": [*SEG_GROUPS[1]["segments"], 4242]}, *SEG_GROUPS[2:]]
+    scene_dir = write_tiny_scene(tmp_path, seg_groups=groups)
+    with pytest.raises(SceneReadError) as error:
+        read_scannet_scene(scene_dir, label_map_path=label_tsv)
+    message = str(error.value)
+    assert message.startswith(f"{scene_dir / (SCENE_ID + '.aggregation.json')}: object {SEG_GROUPS[1]['objectId']} ")
+    assert "segs.json does not have: 4242" in message and "allow_unmatched_segments=True" in message
 
 
 def test_min_points_skips_or_raises(scene_dir: Path, label_tsv: Path) -> None:
@@ -177,7 +191,8 @@ def test_grouping_matches_naive_reference(tmp_path: Path, label_tsv: Path) -> No
         for i in range(25)
     ]
     scene_dir = write_scannet_scene(tmp_path, "scene0001_00", xyz, rgb, seg_indices, groups)
-    scene = read_scannet_scene(scene_dir, label_map_path=label_tsv)
+    with pytest.warns(UnmatchedSegmentWarning):
+        scene = read_scannet_scene(scene_dir, label_map_path=label_tsv, allow_unmatched_segments=True)
     membership = np.zeros(n_vertices, dtype=int)
     for group, obj in zip(groups, scene.objects):
         mask = np.array([s in set(group["segments"]) for s in seg_indices])
