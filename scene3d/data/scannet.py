@@ -104,6 +104,9 @@ class SceneObject:
             raise ValueError(
                 f"SceneObject {self.object_id}: {self.points.shape[0]} points but {self.colors.shape[0]} colours"
             )
+        if not np.isfinite(self.points).all():
+            n_bad = int((~np.isfinite(self.points).all(axis=1)).sum())
+            raise ValueError(f"SceneObject {self.object_id}: {n_bad} of its points have NaN or infinite coordinates")
 
     @property
     def box_min(self) -> np.ndarray:
@@ -196,7 +199,8 @@ def read_scannet_scene(
         SceneReadError: the folder or a required file is missing (the message lists the expected files), a
             file is malformed (bad PLY header, truncated PLY, invalid JSON, wrong JSON keys or types, an
             axisAlignment that is not 16 finite numbers of an affine matrix), segIndices' length differs from
-            the PLY's vertex count, two segGroups share an objectId, an object has too few points and
+            the PLY's vertex count, a vertex has NaN / infinite coordinates (the message names the scene, the
+            PLY and the objects hit), two segGroups share an objectId, an object has too few points and
             `on_too_few_points="error"`, the scene has no objects left, the label map cannot be read, or a
             segGroup lists a segment id absent from segIndices (unless `allow_unmatched_segments`; the message
             names the aggregation file, the object and the segment ids).
@@ -227,7 +231,8 @@ def read_scannet_scene(
         raise SceneReadError(f"{paths['aggregation']}: segGroups is empty, the scene has no objects")
     axis_alignment, alignment_source = _read_axis_alignment(paths["alignment"])
     # (V, 3) @ (3, 3)^T + (3,): x' = R x + t for every vertex, in float64 then back to float32.
-    xyz = (xyz.astype(np.float64) @ axis_alignment[:3, :3].T + axis_alignment[:3, 3]).astype(np.float32)
+    with np.errstate(invalid="ignore", over="ignore"):  # NaN / inf vertices are refused below, by name
+        xyz = (xyz.astype(np.float64) @ axis_alignment[:3, :3].T + axis_alignment[:3, 3]).astype(np.float32)
     colors = rgb.astype(np.float32) / 255.0
 
     vertex_lists, unmatched = _vertices_per_group(seg_indices, [segments for _, _, segments in groups])
@@ -246,6 +251,7 @@ def read_scannet_scene(
                 "over-segmentation?); pass allow_unmatched_segments=True to read the object without them"
             )
         warnings.warn(problem, UnmatchedSegmentWarning, stacklevel=2)
+    _check_finite_vertices(scene_id, paths["mesh"], xyz, groups, vertex_lists)
     objects: list[SceneObject] = []
     skipped: list[dict[str, Any]] = []
     unknown: Counter[str] = Counter()
@@ -305,6 +311,29 @@ def read_scannet_scene(
         "n_shared_vertices": int((memberships > 1).sum()),
     }
     return Scene(scene_id=scene_id, objects=objects, axis_alignment=axis_alignment, meta=meta)
+
+
+def _check_finite_vertices(
+    scene_id: str, mesh: Path, xyz: np.ndarray, groups: Sequence[tuple[int, str, np.ndarray]],
+    vertex_lists: Sequence[np.ndarray],
+) -> None:
+    """Refuse a mesh with NaN / infinite vertex coordinates, naming the scene, the file and the objects hit.
+
+    Shapes:
+        xyz: (V, 3); vertex_lists[i]: (P_i,) vertex indices of group i.
+    """
+    bad = ~np.isfinite(xyz).all(axis=1)  # (V, 3) -> (V,)
+    if not bad.any():
+        return
+    where = np.flatnonzero(bad)
+    hit = [f"{object_id} ({label!r})" for (object_id, label, _), vertices in zip(groups, vertex_lists)
+           if bad[vertices].any()]
+    objects = f"objects hit: {', '.join(hit[:10])}{' ...' if len(hit) > 10 else ''}" if hit else "in no object"
+    raise SceneReadError(
+        f"{mesh}: scene {scene_id}: {where.size} of {xyz.shape[0]} vertices have NaN or infinite coordinates "
+        f"(vertex indices {where[:10].tolist()}{' ...' if where.size > 10 else ''}; {objects}); "
+        "re-export or repair the mesh"
+    )
 
 
 def _locate_scene_files(scene_dir: Path, scene_id: str) -> dict[str, Path | None]:

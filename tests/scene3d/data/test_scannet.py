@@ -445,3 +445,39 @@ def test_100k_vertex_scene_reads_every_object(tmp_path: Path, label_tsv: Path) -
     assert len(scene.objects) == 60
     expected = np.isin(seg_indices, np.arange(0, 60 * 50)).sum()
     assert sum(len(o.points) for o in scene.objects) == expected
+
+
+def _poison_vertex(scene_dir: Path, vertex: int, value: float) -> None:
+    """Overwrite vertex `vertex`'s x in the binary PLY (float32 x y z + uchar r g b a = 16 bytes a vertex)."""
+    ply = scene_dir / f"{SCENE_ID}_vh_clean_2.ply"
+    raw = bytearray(ply.read_bytes())
+    start = raw.index(b"end_header\n") + len(b"end_header\n") + 16 * vertex
+    raw[start:start + 4] = np.array([value], dtype="<f4").tobytes()
+    ply.write_bytes(bytes(raw))
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_nan_or_inf_vertices_are_an_error_naming_scene_file_and_object(
+    tmp_path: Path, label_tsv: Path, value: float
+) -> None:
+    scene_dir = write_tiny_scene(tmp_path)
+    _poison_vertex(scene_dir, 4, value)  # vertex 4 belongs to object 1 ('kitchen cabinets')
+    with pytest.raises(SceneReadError) as error:
+        read_scannet_scene(scene_dir, label_map_path=label_tsv)
+    message = str(error.value)
+    assert message.startswith(f"{scene_dir / (SCENE_ID + '_vh_clean_2.ply')}: scene {SCENE_ID}: 1 of 10 vertices")
+    assert "NaN or infinite" in message and "[4]" in message and "1 ('kitchen cabinets')" in message
+
+
+def test_scene_object_and_pretraining_refuse_nan_points_naming_object_and_scene(scene_dir: Path, label_tsv) -> None:
+    from scene3d.data.pretrain_scene import prepare_pretrain_scene
+    from scene3d.data.scene_graph import build_scene_graph_for_scene
+
+    with pytest.raises(ValueError, match=r"SceneObject 7: 1 of its points have NaN"):
+        SceneObject(7, "chair", 5, "chair", "chair", np.array([[0, 0, np.nan], [1, 1, 1]]), np.zeros((2, 3)))
+    scene = read_scannet_scene(scene_dir, label_map_path=label_tsv)
+    scene.objects[1].points[0, 0] = np.nan  # changed after reading
+    with pytest.raises(ValueError, match=rf"scene {SCENE_ID}: objects \[1\] have NaN or infinite"):
+        prepare_pretrain_scene(scene)
+    with pytest.raises(ValueError, match=rf"scene {SCENE_ID}: objects \[1\] have NaN or infinite"):
+        build_scene_graph_for_scene(scene)
