@@ -36,6 +36,7 @@ import numpy as np
 import pydicom
 from pydicom.datadict import dictionary_has_tag
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
 from pydicom.pixels import apply_modality_lut, pixel_array
 from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
@@ -442,7 +443,7 @@ def check_rescale(ds: Dataset, where: str, *, stored_values_are_hu: bool = False
             continue
         raw = ds[keyword].value
         try:
-            if isinstance(raw, (list, tuple)) or type(raw).__name__ == "MultiValue":
+            if isinstance(raw, (list, tuple, MultiValue)):
                 raise ValueError("several values")
             value = float(raw)
         except (TypeError, ValueError):
