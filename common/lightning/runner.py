@@ -55,6 +55,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
         datamodule.prepare_data()
         datamodule.setup("fit")
         model_kwargs = dict(datamodule.model_kwargs())
+        if hasattr(datamodule, "check_splits"):  # an empty split the run needs: refuse before fitting
+            datamodule.check_splits(test=bool(cfg.get("test", True)))
     model = instantiate(cfg.model, **model_kwargs)
 
     callbacks = instantiate_collection(cfg.get("callbacks"))

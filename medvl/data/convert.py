@@ -23,6 +23,7 @@ def convert_dicom_to_nifti(
     *,
     series_uid: str | None = None,
     allow_uneven_spacing: bool = False,
+    stored_values_are_hu: bool = False,
 ) -> Volume:
     """Read a DICOM series folder and write it as NIfTI (`medvl.data.volume.write_nifti`).
 
@@ -31,6 +32,7 @@ def convert_dicom_to_nifti(
         out_path: output file ending in .nii or .nii.gz (its folder must exist).
         series_uid: SeriesInstanceUID to convert when the folder holds several series.
         allow_uneven_spacing: resample unevenly spaced slices instead of failing.
+        stored_values_are_hu: accept CT files without RescaleSlope / RescaleIntercept (stored values = HU).
 
     Returns:
         The volume that was written.
@@ -44,7 +46,10 @@ def convert_dicom_to_nifti(
         raise VolumeReadError(f"{out_path}: the output file name must end in .nii or .nii.gz")
     if not out_path.parent.is_dir():
         raise VolumeReadError(f"{out_path}: the output folder {out_path.parent} does not exist")
-    volume = read_dicom_series(dicom_dir, series_uid=series_uid, allow_uneven_spacing=allow_uneven_spacing)
+    volume = read_dicom_series(
+        dicom_dir, series_uid=series_uid, allow_uneven_spacing=allow_uneven_spacing,
+        stored_values_are_hu=stored_values_are_hu,
+    )
     try:
         write_nifti(volume, out_path)
     except OSError as exc:
@@ -65,6 +70,12 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="resample unevenly spaced slices to the median spacing instead of failing",
     )
+    parser.add_argument(
+        "--stored-values-are-hu",
+        action="store_true",
+        help="accept CT DICOM files without RescaleSlope / RescaleIntercept, taking their stored values as HU "
+        "(without this flag such files are an error)",
+    )
     return parser
 
 
@@ -76,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
         warnings.simplefilter("always")
         try:
             volume = convert_dicom_to_nifti(
-                args.dicom_dir, args.out, series_uid=args.series_uid, allow_uneven_spacing=args.allow_uneven_spacing
+                args.dicom_dir, args.out, series_uid=args.series_uid, allow_uneven_spacing=args.allow_uneven_spacing,
+                stored_values_are_hu=args.stored_values_are_hu,
             )
         except VolumeReadError as exc:
             print(f"{prog}: error: {exc}", file=sys.stderr)

@@ -24,6 +24,10 @@ SPLITS = ("train", "val", "test")
 DEMO_SUBDIR = "medvl_demo"
 
 
+class DataSetupError(ValueError):
+    """The data cannot be used as configured (no such manifest, an empty split); names the file and the fix."""
+
+
 def _patient_of(record: ManifestRecord) -> str:
     return record.patient_id or record.study_id
 
@@ -97,6 +101,22 @@ def split_from_manifest(records: Sequence[ManifestRecord]) -> dict[str, list[Man
     if leaking:
         logger.warning("the manifest's split puts %d patient(s) in more than one split (data leakage)", leaking)
     return out
+
+
+def check_manifest_file(manifest: str | Path) -> Path:
+    """The manifest's path once it is known to be a file (entry points call it before creating anything).
+
+    Raises:
+        DataSetupError: it does not exist or is a folder (the message names `data.manifest` and the value).
+    """
+    path = Path(manifest).expanduser()
+    if not path.is_file():
+        what = "is a folder, not a manifest file" if path.is_dir() else "does not exist"
+        raise DataSetupError(
+            f"data.manifest={manifest}: the manifest {what}; give a .jsonl or .csv manifest (see docs/data.md), "
+            "or data.manifest=null for the built-in demo set"
+        )
+    return path
 
 
 class CTReportDataModule(LightningDataModule):
@@ -197,7 +217,7 @@ class CTReportDataModule(LightningDataModule):
     def manifest_path(self) -> Path:
         """The manifest in use: `manifest`, or the demo set's (built on first call; safe across processes)."""
         if self.manifest is not None:
-            return Path(self.manifest)
+            return check_manifest_file(self.manifest)
         return Path(ensure_demo_dataset(self.data_dir / DEMO_SUBDIR, **self.demo))
 
     def prepare_data(self) -> None:
@@ -232,6 +252,40 @@ class CTReportDataModule(LightningDataModule):
                 label_names=label_names,
                 extras_root=path.parent,
             )
+
+    def check_splits(self, *, test: bool = True) -> None:
+        """Refuse, before fitting, a split the run needs but the data leaves empty (called by the runner).
+
+        Args:
+            test: whether the run will evaluate on the test split (`test=true`, the default).
+
+        Raises:
+            DataSetupError: the val split is empty (validation, best-checkpoint choice and early stopping
+                need it), or `test` and the test split is empty (the run would skip the test silently).
+        """
+        self._require_setup()
+        counts = {split: len(records) for split, records in self.records.items()}
+        where = f"{self.manifest_path()}" if self.manifest is not None else "the demo set"
+        needed = ["val", "test"] if test else ["val"]
+        empty = [split for split in needed if not counts[split]]
+        if not empty:
+            return
+        why = []
+        if "val" in empty:
+            why.append(
+                "validation, the choice of the best checkpoint and early stopping need a val split: give some "
+                "rows split=val, or drop the split column to split by patient (data.val_fraction / "
+                "data.test_fraction)"
+            )
+        if "test" in empty:
+            why.append(
+                "the run would skip its test evaluation: give some rows split=test, or pass test=false to "
+                "train without one (metrics.json then holds no test/ metrics)"
+            )
+        raise DataSetupError(
+            f"{where}: the {' and '.join(empty)} split{'s are' if len(empty) > 1 else ' is'} empty (rows per "
+            f"split: {counts}); {'; '.join(why)}"
+        )
 
     def _require_setup(self) -> None:
         if not self.datasets:

@@ -15,6 +15,13 @@ of the first slice; the RAS affine negates its x and y rows.
 Stored values are converted to HU exactly once, by `pydicom.pixels.apply_modality_lut` (RescaleSlope /
 RescaleIntercept, or a Modality LUT) on the raw decoded pixels: `pydicom.pixels.pixel_array` applies no
 rescaling, so nothing here rescales twice.
+
+The rescale is checked per file before decoding (`check_rescale`): a RescaleSlope / RescaleIntercept that is
+text, several values, non-finite, or (slope) zero is refused for every modality. A CT file (Modality CT, or a
+CT SOP class) without RescaleSlope / RescaleIntercept and without a Modality LUT is refused too, since its
+stored values are not known to be HU (read raw, air would be 0 instead of -1000), unless the caller passes
+`stored_values_are_hu=True` (the stored values then are taken as HU: slope 1, intercept 0). Other
+modalities without a rescale keep their stored values (DICOM makes the rescale optional there).
 """
 from __future__ import annotations
 
@@ -29,6 +36,7 @@ import numpy as np
 import pydicom
 from pydicom.datadict import dictionary_has_tag
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
 from pydicom.pixels import apply_modality_lut, pixel_array
 from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
@@ -51,6 +59,11 @@ MEDIA_STORAGE_DIRECTORY_SOP_CLASS = "1.2.840.10008.1.3.10"
 _DEFER_SIZE = "64 KB"
 _MAX_POSITIONS_SHOWN = 24
 _T = TypeVar("_T")
+_CT_SOP_CLASSES = frozenset({
+    "1.2.840.10008.5.1.4.1.1.2",  # CT Image Storage
+    "1.2.840.10008.5.1.4.1.1.2.1",  # Enhanced CT Image Storage
+    "1.2.840.10008.5.1.4.1.1.2.2",  # Legacy Converted Enhanced CT Image Storage
+})
 
 
 class UnevenSpacingWarning(UserWarning):
@@ -404,9 +417,64 @@ def _check_collinear(folder: Path, ipp: np.ndarray, positions: np.ndarray) -> np
     return direction
 
 
-def _hu_slice(folder: Path, image: _ImageFile, rows: int, columns: int) -> np.ndarray:
+def is_ct(ds: Dataset) -> bool:
+    """True when the file is a CT image: Modality "CT", or (no Modality) a CT SOP class."""
+    modality = str(ds.get("Modality", "") or "").strip().upper()
+    return modality == "CT" if modality else str(_sop_class(ds)) in _CT_SOP_CLASSES
+
+
+def check_rescale(ds: Dataset, where: str, *, stored_values_are_hu: bool = False) -> None:
+    """Refuse a rescale that would silently give wrong HU, before the pixels are decoded.
+
+    Args:
+        ds: one slice's dataset.
+        where: the folder and file, for the message.
+        stored_values_are_hu: a CT file without RescaleSlope / RescaleIntercept is accepted, its stored
+            values taken as HU (slope 1, intercept 0).
+
+    Raises:
+        VolumeReadError: RescaleSlope or RescaleIntercept is not one finite number (text, several values,
+            NaN / inf), RescaleSlope is 0 (a constant volume), or a CT file has neither a rescale nor a
+            Modality LUT and `stored_values_are_hu` is False. The message names the file and the tag.
+    """
+    values: dict[str, float] = {}
+    for keyword in ("RescaleSlope", "RescaleIntercept"):
+        if keyword not in ds or ds[keyword].is_empty:
+            continue
+        raw = ds[keyword].value
+        try:
+            if isinstance(raw, (list, tuple, MultiValue)):
+                raise ValueError("several values")
+            value = float(raw)
+        except (TypeError, ValueError):
+            raise VolumeReadError(
+                f"{where}: {keyword} (0028,{ds[keyword].tag.element:04X}) is {str(raw)[:40]!r}, not a number: "
+                "cannot convert stored values to HU"
+            ) from None
+        if not np.isfinite(value):
+            raise VolumeReadError(f"{where}: {keyword} is {value}, not a finite number: cannot convert to HU")
+        values[keyword] = value
+    if values.get("RescaleSlope") == 0.0:
+        raise VolumeReadError(
+            f"{where}: RescaleSlope (0028,1053) is 0: every voxel would have the intercept's value (a constant "
+            "volume); the file's rescale is broken"
+        )
+    missing = [k for k in ("RescaleSlope", "RescaleIntercept") if k not in values]
+    if missing and is_ct(ds) and "ModalityLUTSequence" not in ds and not stored_values_are_hu:
+        raise VolumeReadError(
+            f"{where}: CT file without {' and '.join(missing)}: its stored values are not known to be HU "
+            "(read raw, air would be near 0 instead of -1000 HU); if this series' stored values already are "
+            "HU, pass stored_values_are_hu=True (--stored-values-are-hu; in training "
+            "data.preprocess.stored_values_are_hu=true)"
+        )
+
+
+def _hu_slice(
+    folder: Path, image: _ImageFile, rows: int, columns: int, stored_values_are_hu: bool = False
+) -> np.ndarray:
     """Decode one slice and convert stored values to HU (modality LUT applied once). Shape (rows, columns)."""
     ds = image.ds
+    check_rescale(ds, f"{folder}: {image.name}", stored_values_are_hu=stored_values_are_hu)
     if "TransferSyntaxUID" not in ds.file_meta:
         # Files without the preamble have no file meta: decode with the encoding pydicom detected.
         implicit, little = ds.original_encoding
@@ -416,6 +484,7 @@ def _hu_slice(folder: Path, image: _ImageFile, rows: int, columns: int) -> np.nd
     syntax = UID(ds.file_meta.TransferSyntaxUID)
     try:
         stored = pixel_array(ds)  # raw stored values: pydicom applies no rescale here
+        # Without RescaleSlope / RescaleIntercept (allowed by `check_rescale`) pydicom returns them unchanged.
         hu = apply_modality_lut(stored, ds)
     except Exception as exc:  # decoders raise many types: report them all with the file and the syntax
         raise VolumeReadError(
@@ -450,7 +519,11 @@ def _resample_slices(array: np.ndarray, positions: np.ndarray, spacing: float) -
 
 
 def read_dicom_series(
-    folder: str | Path, *, series_uid: str | None = None, allow_uneven_spacing: bool = False
+    folder: str | Path,
+    *,
+    series_uid: str | None = None,
+    allow_uneven_spacing: bool = False,
+    stored_values_are_hu: bool = False,
 ) -> Volume:
     """Read one CT series from a folder of single-slice DICOM files.
 
@@ -466,6 +539,8 @@ def read_dicom_series(
         allow_uneven_spacing: resample unevenly spaced slices (including gaps left by missing slices) onto
             the median spacing by linear interpolation along the slice axis, with an
             `UnevenSpacingWarning`, instead of failing.
+        stored_values_are_hu: accept CT files without RescaleSlope / RescaleIntercept, taking their stored
+            values as HU (otherwise such a CT file is an error; see `check_rescale`).
 
     Returns:
         Volume: array (X=columns, Y=rows, Z=slices) float32 HU; affine float64 voxel -> RAS mm; meta with
@@ -481,10 +556,14 @@ def read_dicom_series(
             image, several series and no `series_uid` (the message lists uid, description and number of
             slices of each), a DICOM file that cannot be parsed or decoded, missing geometry attributes,
             mixed image sizes / pixel spacings / orientations, two slices at one position, missing slices
-            or uneven spacing (with the positions found), slices that do not lie on one line.
+            or uneven spacing (with the positions found), slices that do not lie on one line, a text / zero /
+            non-finite RescaleSlope or RescaleIntercept, a CT file without rescale (unless
+            `stored_values_are_hu`).
     """
     folder = _check_folder(Path(folder))
-    return _scrubbed(lambda identifiers: _read_series(folder, identifiers, series_uid, allow_uneven_spacing))
+    return _scrubbed(
+        lambda identifiers: _read_series(folder, identifiers, series_uid, allow_uneven_spacing, stored_values_are_hu)
+    )
 
 
 def _scrubbed(action: Callable[[set[str]], _T]) -> _T:
@@ -508,7 +587,10 @@ def _scrubbed(action: Callable[[set[str]], _T]) -> _T:
     return result
 
 
-def _read_series(folder: Path, identifiers: set[str], series_uid: str | None, allow_uneven_spacing: bool) -> Volume:
+def _read_series(
+    folder: Path, identifiers: set[str], series_uid: str | None, allow_uneven_spacing: bool,
+    stored_values_are_hu: bool = False,
+) -> Volume:
     scan = _scan_folder(folder, identifiers)
     skipped = list(scan.skipped)
     images = _select_series(folder, scan, series_uid)
@@ -548,7 +630,7 @@ def _read_series(folder: Path, identifiers: set[str], series_uid: str | None, al
     # Filled slice by slice into one buffer: the volume is never held twice.
     array = np.empty((columns, rows, len(images)), dtype=np.float32)
     for k, image in enumerate(images):
-        array[:, :, k] = _hu_slice(folder, image, rows, columns).T
+        array[:, :, k] = _hu_slice(folder, image, rows, columns, stored_values_are_hu).T
     resampled_from = None
     if resample:
         n_before = array.shape[2]

@@ -6,7 +6,9 @@ Example:
     python -m medvl.data.inspect /data/mixed/ --series-uid 1.2.840...   # folder with several series
 
 Bad paths and unreadable data exit with code 2 and a one-line message naming the path. The summary never
-holds patient identifiers.
+holds patient identifiers. Voxels that are NaN or infinite are counted ("n_nan", "n_posinf", "n_neginf";
+"hu_min" / "hu_max" are then those of the finite voxels) and a warning on stderr says so: training refuses
+such a volume.
 """
 from __future__ import annotations
 
@@ -25,12 +27,14 @@ def summarize_volume(volume: Volume) -> dict[str, Any]:
     """JSON-ready summary: geometry, HU range and the DICOM series facts (from `Volume.meta`).
 
     Returns:
-        {"path", "format", "shape", "spacing", "orientation", "hu_min", "hu_max", "series_uid",
-        "series_description", "modality", "transfer_syntaxes", "n_slices", "n_slices_skipped",
-        "slices_skipped", "other_series", "resampled"}; DICOM-only entries are None for NIfTI.
+        {"path", "format", "shape", "spacing", "orientation", "hu_min", "hu_max" (of the finite voxels),
+        "n_nan", "n_posinf", "n_neginf", "series_uid", "series_description", "modality", "transfer_syntaxes",
+        "n_slices", "n_slices_skipped", "slices_skipped", "other_series", "resampled"}; DICOM-only entries are
+        None for NIfTI.
     """
     meta = volume.meta
-    finite = volume.array[np.isfinite(volume.array)]
+    is_finite = np.isfinite(volume.array)
+    finite = volume.array[is_finite]
     skipped = list(meta.get("slices_skipped", []))
     return {
         "path": meta.get("source"),
@@ -40,6 +44,9 @@ def summarize_volume(volume: Volume) -> dict[str, Any]:
         "orientation": volume.orientation,
         "hu_min": float(finite.min()) if finite.size else None,
         "hu_max": float(finite.max()) if finite.size else None,
+        "n_nan": int(np.isnan(volume.array).sum()),
+        "n_posinf": int(np.isposinf(volume.array).sum()),
+        "n_neginf": int(np.isneginf(volume.array).sum()),
         "series_uid": meta.get("series_uid"),
         "series_description": meta.get("series_description"),
         "modality": meta.get("modality"),
@@ -50,6 +57,22 @@ def summarize_volume(volume: Volume) -> dict[str, Any]:
         "other_series": meta.get("other_series", []),
         "resampled": meta.get("resampled_from") is not None,
     }
+
+
+def non_finite_message(summary: dict[str, Any]) -> str | None:
+    """A sentence about the NaN / infinite voxels of a `summarize_volume` summary, or None when there are none."""
+    n_bad = summary["n_nan"] + summary["n_posinf"] + summary["n_neginf"]
+    if not n_bad:
+        return None
+    total = int(np.prod(summary["shape"]))
+    finite_range = (
+        f"hu_min / hu_max ({summary['hu_min']}, {summary['hu_max']}) are those of the finite voxels only"
+        if summary["hu_min"] is not None else "no voxel is finite"
+    )
+    return (
+        f"{summary['path']}: {n_bad} of {total} voxels are not finite ({summary['n_nan']} NaN, "
+        f"{summary['n_posinf']} +inf, {summary['n_neginf']} -inf); {finite_range}; training refuses this volume"
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -65,6 +88,12 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="resample unevenly spaced slices to the median spacing instead of failing",
     )
+    parser.add_argument(
+        "--stored-values-are-hu",
+        action="store_true",
+        help="accept CT DICOM files without RescaleSlope / RescaleIntercept, taking their stored values as HU "
+        "(without this flag such files are an error)",
+    )
     return parser
 
 
@@ -75,13 +104,20 @@ def main(argv: list[str] | None = None) -> int:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            volume = load_volume(args.path, series_uid=args.series_uid, allow_uneven_spacing=args.allow_uneven_spacing)
+            volume = load_volume(
+                args.path, series_uid=args.series_uid, allow_uneven_spacing=args.allow_uneven_spacing,
+                stored_values_are_hu=args.stored_values_are_hu,
+            )
         except VolumeReadError as exc:
             print(f"{prog}: error: {exc}", file=sys.stderr)
             return 2
     for warning in caught:
         print(f"{prog}: warning: {warning.message}", file=sys.stderr)
-    print(json.dumps(summarize_volume(volume), indent=2))
+    summary = summarize_volume(volume)
+    non_finite = non_finite_message(summary)
+    if non_finite is not None:
+        print(f"{prog}: warning: {non_finite}", file=sys.stderr)
+    print(json.dumps(summary, indent=2))
     return 0
 
 

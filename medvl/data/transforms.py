@@ -26,6 +26,7 @@ import dataclasses
 import math
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +101,8 @@ class PreprocessConfig:
         foreground_hu_threshold: HU threshold of the foreground crop (must lie inside `hu_window`).
         foreground_margin: voxels kept around the foreground box.
         image_interpolation: "bilinear" or "nearest" for resampling the image (masks always nearest).
+        stored_values_are_hu: DICOM only: accept CT series without RescaleSlope / RescaleIntercept, taking
+            their stored values as HU (otherwise such a series is an error; see `medvl.data.dicom`).
 
     Raises:
         ValueError: on an invalid orientation code, non-positive spacing / size, an empty window,
@@ -114,6 +117,7 @@ class PreprocessConfig:
     foreground_hu_threshold: float = -500.0
     foreground_margin: int = 0
     image_interpolation: str = "bilinear"
+    stored_values_are_hu: bool = False
 
     def __post_init__(self) -> None:
         check_orientation_code(self.orientation)
@@ -138,6 +142,8 @@ class PreprocessConfig:
         if isinstance(self.foreground_margin, bool) or not isinstance(self.foreground_margin, int) \
                 or self.foreground_margin < 0:
             raise ValueError(f"foreground_margin must be an int >= 0, got {self.foreground_margin!r}")
+        if not isinstance(self.stored_values_are_hu, bool):
+            raise ValueError(f"stored_values_are_hu must be true or false, got {self.stored_values_are_hu!r}")
         if self.image_interpolation not in _VALID_INTERPOLATIONS:
             raise ValueError(
                 f"image_interpolation must be one of {_VALID_INTERPOLATIONS}, got {self.image_interpolation!r}"
@@ -287,6 +293,8 @@ def build_preprocessing(
     """
     keys = [IMAGE_KEY, MASK_KEY]
     lo, hi = config.hu_window
+    if loader is None:
+        loader = partial(load_volume, stored_values_are_hu=config.stored_values_are_hu)
     steps: list[Callable] = [
         LoadVolumed(keys, loader=loader, allow_missing_keys=True),
         EnsureSameGeometryd(keys, reference_key=IMAGE_KEY, allow_missing_keys=True),

@@ -54,14 +54,9 @@ class Volume:
         self.affine = np.asarray(self.affine, dtype=np.float64)
         if self.array.ndim != 3:
             raise ValueError(f"Volume.array must be 3D (X, Y, Z), got shape {self.array.shape}")
-        if self.affine.shape != (4, 4):
-            raise ValueError(f"Volume.affine must be 4x4, got shape {self.affine.shape}")
-        if not np.isfinite(self.affine).all():
-            raise ValueError("Volume.affine holds NaN or infinite values")
-        if not np.allclose(self.affine[3], (0.0, 0.0, 0.0, 1.0)):
-            raise ValueError(f"Volume.affine's last row must be (0, 0, 0, 1), got {self.affine[3].tolist()}")
-        if abs(np.linalg.det(self.affine[:3, :3])) < 1e-12:
-            raise ValueError("Volume.affine is singular: its 3x3 part must map voxel axes to independent directions")
+        problem = affine_problem(self.affine)
+        if problem is not None:
+            raise ValueError(f"Volume.affine {problem}")
 
     @property
     def spacing(self) -> tuple[float, float, float]:
@@ -72,6 +67,33 @@ class Volume:
     def orientation(self) -> str:
         """nibabel axis codes of the voxel axes, e.g. "RAS" (i grows toward Right, j Anterior, k Superior)."""
         return "".join(nib.aff2axcodes(self.affine))
+
+
+def affine_problem(affine: np.ndarray) -> str | None:
+    """Why `affine` is not a usable voxel -> world transform, or None when it is one.
+
+    Checked before anything derives an orientation or spacing from it (nibabel's `aff2axcodes` fails with a
+    TypeError on a zero column).
+
+    Shapes:
+        affine: (4, 4).
+    """
+    affine = np.asarray(affine, dtype=np.float64)
+    if affine.shape != (4, 4):
+        return f"must be 4x4, got shape {affine.shape}"
+    if not np.isfinite(affine).all():
+        return "holds NaN or infinite values"
+    if not np.allclose(affine[3], (0.0, 0.0, 0.0, 1.0)):
+        return f"has last row {affine[3].tolist()}, expected (0, 0, 0, 1)"
+    if not np.any(affine[:3, :3]):
+        return "is zero (its 3x3 part is all zeros): the file gives no voxel size or orientation"
+    if abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+        norms = np.linalg.norm(affine[:3, :3], axis=0)
+        return (
+            f"is singular (voxel axis lengths {[round(float(n), 6) for n in norms]} mm, determinant 0): its 3x3 "
+            "part must map the voxel axes to independent directions"
+        )
+    return None
 
 
 def geometry_meta(array_shape: tuple[int, ...], affine: np.ndarray) -> dict[str, Any]:
@@ -102,7 +124,8 @@ def read_nifti(path: str | Path) -> Volume:
 
     Raises:
         VolumeReadError: the file is missing, not a NIfTI file, truncated, or not a single 3D volume
-            (trailing dimensions of size 1 are dropped; a 4D series is refused).
+            (trailing dimensions of size 1 are dropped; a 4D series is refused), or its affine is zero,
+            singular or not finite (checked before the orientation is computed).
     """
     path = Path(path)
     if not path.is_file():
@@ -118,6 +141,12 @@ def read_nifti(path: str | Path) -> Volume:
             raise VolumeReadError(f"{path}: expected a single 3D volume, found shape {tuple(image.shape)}")
         array = np.asarray(image.get_fdata(dtype=np.float32)).reshape(shape)
         affine = np.asarray(image.affine, dtype=np.float64)
+        problem = affine_problem(affine)
+        if problem is not None:  # before geometry_meta derives the orientation from it
+            raise VolumeReadError(
+                f"{path}: the NIfTI affine (sform / qform) {problem}; fix the header (sform_code / qform_code, "
+                "srow_x/y/z, pixdim) before using this file"
+            )
     except VolumeReadError:
         raise
     except Exception as exc:  # nibabel / gzip / numpy raise many types for bad files: report them all alike
@@ -137,7 +166,11 @@ def read_nifti(path: str | Path) -> Volume:
 
 
 def load_volume(
-    path: str | Path, *, series_uid: str | None = None, allow_uneven_spacing: bool = False
+    path: str | Path,
+    *,
+    series_uid: str | None = None,
+    allow_uneven_spacing: bool = False,
+    stored_values_are_hu: bool = False,
 ) -> Volume:
     """Read a CT volume from a DICOM series folder or a NIfTI file.
 
@@ -146,6 +179,8 @@ def load_volume(
         series_uid: DICOM only: the SeriesInstanceUID to read when the folder holds several series.
         allow_uneven_spacing: DICOM only: resample unevenly spaced slices to the median spacing (linear
             interpolation along the slice axis, with a warning) instead of failing.
+        stored_values_are_hu: DICOM only: accept CT files without RescaleSlope / RescaleIntercept, taking the
+            stored values as HU (otherwise an error). NIfTI files have no such tags and ignore it.
 
     Returns:
         Volume in HU with its RAS affine (see `medvl.data.dicom.read_dicom_series` and `read_nifti`).
@@ -159,7 +194,10 @@ def load_volume(
         # Imported here: medvl.data.dicom imports Volume from this module.
         from medvl.data.dicom import read_dicom_series
 
-        return read_dicom_series(path, series_uid=series_uid, allow_uneven_spacing=allow_uneven_spacing)
+        return read_dicom_series(
+            path, series_uid=series_uid, allow_uneven_spacing=allow_uneven_spacing,
+            stored_values_are_hu=stored_values_are_hu,
+        )
     if not path.exists():
         raise VolumeReadError(f"{path}: no such file or folder")
     if not is_nifti_path(path):

@@ -8,7 +8,9 @@ released files):
   are accepted too; `object_name` is the raw category with "_" for spaces ("kitchen_cabinet").
 - ScanQA JSON (`ScanQA_v1.0_{train,val,test_w_obj,test_wo_obj}.json`): a list of {"question_id", "scene_id",
   "question", "answers", "object_ids", "object_names"}; test files have no "answers", `test_wo_obj` has no
-  "object_ids" / "object_names" either (read as None).
+  "object_ids" / "object_names" either (read as None). Files converted by other tools sometimes write the
+  singular `object_id` / `object_name` (one value or a list): they are read as object_ids / object_names, with
+  one `ScanQAKeyWarning` per file saying so (never dropped silently); an entry with both spellings is an error.
 - Nr3D CSV (ReferIt3D's `nr3d.csv`): one row per utterance. Required columns: stimulus_id, utterance, scan_id,
   instance_type, target_id. Optional, read when present: assignmentid, correct_guess, mentions_target_class.
   Other columns (speaker_id, listener_id, tokens, dataset, uses_*_lang, ...) are ignored. The stimulus id is
@@ -29,6 +31,7 @@ import csv
 import json
 import os
 import re
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +43,10 @@ from scene3d.data.scannet import Scene
 
 class AnnotationReadError(ValueError):
     """An annotation file could not be read; the message names the file and, for a bad entry, its index."""
+
+
+class ScanQAKeyWarning(UserWarning):
+    """A ScanQA file spells `object_ids` / `object_names` in the singular; the values were read all the same."""
 
 
 @dataclass(frozen=True)
@@ -264,17 +271,28 @@ def read_scanqa(path: str | os.PathLike) -> list[ScanQAAnnotation]:
 
     Raises:
         AnnotationReadError: missing file, invalid JSON, not a non-empty list, or an entry (named by its
-            index) lacking question_id / scene_id / question, with a value of the wrong type, or with
-            object_ids and object_names of different lengths.
+            index) lacking question_id / scene_id / question, with a value of the wrong type, with
+            object_ids and object_names of different lengths, or with both object_ids and object_id.
+
+    Warns:
+        ScanQAKeyWarning: the file uses `object_id` / `object_name` (read as object_ids / object_names).
     """
     path, data = _load_json_list(path, "ScanQA")
     annotations = []
+    singular_keys: dict[str, int] = {}
     for index, entry in enumerate(data):
         _require_keys(entry, ("question_id", "scene_id", "question"), path, index)
         question_id = entry["question_id"]
         if isinstance(question_id, bool) or not isinstance(question_id, (str, int)):
             raise _entry_error(path, index, f"'question_id' must be a string, got {question_id!r}")
         answers = _str_list(entry["answers"], "answers", path, index) if "answers" in entry else None
+        for plural, singular in (("object_ids", "object_id"), ("object_names", "object_name")):
+            if singular in entry:
+                if plural in entry:
+                    raise _entry_error(path, index, f"has both '{plural}' and '{singular}': keep only '{plural}'")
+                value = entry[singular]
+                entry = {**entry, plural: value if isinstance(value, list) else [value]}
+                singular_keys[singular] = singular_keys.get(singular, 0) + 1
         object_ids = _int_list(entry["object_ids"], "object_ids", path, index) if "object_ids" in entry else None
         object_names = (
             _str_list(entry["object_names"], "object_names", path, index) if "object_names" in entry else None
@@ -291,6 +309,14 @@ def read_scanqa(path: str | os.PathLike) -> list[ScanQAAnnotation]:
             object_ids=object_ids,
             object_names=object_names,
         ))
+    if singular_keys:
+        found = ", ".join(f"'{key}' in {count} of {len(data)} entries" for key, count in singular_keys.items())
+        warnings.warn(
+            f"{path}: ScanQA's keys are 'object_ids' / 'object_names' (plural); this file uses {found}: read as "
+            "the plural lists (a single value becomes a one-element list)",
+            ScanQAKeyWarning,
+            stacklevel=2,
+        )
     return annotations
 
 

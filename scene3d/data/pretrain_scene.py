@@ -117,7 +117,8 @@ def prepare_pretrain_scene(
         seed: seed of the per-object point subsets.
 
     Raises:
-        ValueError: `max_stored_points` < 1, a scene without objects, or a description of another scene.
+        ValueError: `max_stored_points` < 1, a scene without objects, objects with NaN / infinite points (the
+            message names the scene and the objects), or a description of another scene.
     """
     if isinstance(max_stored_points, bool) or not isinstance(max_stored_points, int) or max_stored_points < 1:
         raise ValueError(f"max_stored_points must be an int >= 1, got {max_stored_points!r}")
@@ -126,6 +127,10 @@ def prepare_pretrain_scene(
     rng = np.random.default_rng([seed, _stable_hash(scene.scene_id)])
     box_min = np.stack([obj.box_min for obj in scene.objects]).astype(np.float64)
     box_max = np.stack([obj.box_max for obj in scene.objects]).astype(np.float64)
+    bad = ~(np.isfinite(box_min).all(axis=1) & np.isfinite(box_max).all(axis=1))  # (N,)
+    if bad.any():
+        ids = [scene.objects[i].object_id for i in np.flatnonzero(bad)[:10]]
+        raise ValueError(f"scene {scene.scene_id}: objects {ids} have NaN or infinite point coordinates")
     origin = scene_frame_origin(box_min, box_max)
     centers = ((box_min + box_max) / 2 - origin).astype(np.float32)
     sizes = (box_max - box_min).astype(np.float32)

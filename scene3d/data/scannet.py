@@ -62,6 +62,10 @@ class SkippedObjectWarning(UserWarning):
     """Issued when an object is left out of a scene because it has fewer points than `min_points`."""
 
 
+class UnmatchedSegmentWarning(UserWarning):
+    """Issued (with `allow_unmatched_segments=True`) when a segGroup lists segment ids the mesh does not have."""
+
+
 @dataclass
 class SceneObject:
     """One annotated object of a scene.
@@ -100,6 +104,9 @@ class SceneObject:
             raise ValueError(
                 f"SceneObject {self.object_id}: {self.points.shape[0]} points but {self.colors.shape[0]} colours"
             )
+        if not np.isfinite(self.points).all():
+            n_bad = int((~np.isfinite(self.points).all(axis=1)).sum())
+            raise ValueError(f"SceneObject {self.object_id}: {n_bad} of its points have NaN or infinite coordinates")
 
     @property
     def box_min(self) -> np.ndarray:
@@ -163,6 +170,7 @@ def read_scannet_scene(
     label_map_path: str | os.PathLike | None = None,
     min_points: int = 1,
     on_too_few_points: Literal["skip", "error"] = "skip",
+    allow_unmatched_segments: bool = False,
 ) -> Scene:
     """Read a ScanNet scene folder into per-object points, colours, boxes and classes.
 
@@ -174,6 +182,10 @@ def read_scannet_scene(
             `meta["skipped_objects"]`), or raise, see `on_too_few_points`. Objects with no points are always
             skipped: they have no box.
         on_too_few_points: "skip" (default) or "error" for objects with 1 .. min_points - 1 points.
+        allow_unmatched_segments: accept segGroups listing segment ids that segIndices does not have (their
+            counts go to `meta["unmatched_segments"]`, with an `UnmatchedSegmentWarning`). By default that is
+            an error: the aggregation and the segmentation do not belong together (another scan or
+            over-segmentation), so the object's points would silently be incomplete.
 
     Returns:
         the `Scene`; labels missing from the label map become "others" / `UNKNOWN_NYU40_CLASS`, counted in the
@@ -187,8 +199,11 @@ def read_scannet_scene(
         SceneReadError: the folder or a required file is missing (the message lists the expected files), a
             file is malformed (bad PLY header, truncated PLY, invalid JSON, wrong JSON keys or types, an
             axisAlignment that is not 16 finite numbers of an affine matrix), segIndices' length differs from
-            the PLY's vertex count, two segGroups share an objectId, an object has too few points and
-            `on_too_few_points="error"`, the scene has no objects left, or the label map cannot be read.
+            the PLY's vertex count, a vertex has NaN / infinite coordinates (the message names the scene, the
+            PLY and the objects hit), two segGroups share an objectId, an object has too few points and
+            `on_too_few_points="error"`, the scene has no objects left, the label map cannot be read, or a
+            segGroup lists a segment id absent from segIndices (unless `allow_unmatched_segments`; the message
+            names the aggregation file, the object and the segment ids).
     """
     if isinstance(min_points, bool) or not isinstance(min_points, int) or min_points < 1:
         raise ValueError(f"min_points must be an int >= 1, got {min_points!r}")
@@ -216,10 +231,27 @@ def read_scannet_scene(
         raise SceneReadError(f"{paths['aggregation']}: segGroups is empty, the scene has no objects")
     axis_alignment, alignment_source = _read_axis_alignment(paths["alignment"])
     # (V, 3) @ (3, 3)^T + (3,): x' = R x + t for every vertex, in float64 then back to float32.
-    xyz = (xyz.astype(np.float64) @ axis_alignment[:3, :3].T + axis_alignment[:3, 3]).astype(np.float32)
+    with np.errstate(invalid="ignore", over="ignore"):  # NaN / inf vertices are refused below, by name
+        xyz = (xyz.astype(np.float64) @ axis_alignment[:3, :3].T + axis_alignment[:3, 3]).astype(np.float32)
     colors = rgb.astype(np.float32) / 255.0
 
     vertex_lists, unmatched = _vertices_per_group(seg_indices, [segments for _, _, segments in groups])
+    for index, absent in unmatched.items():
+        object_id, label, segments = groups[index]
+        shown = ", ".join(str(s) for s in absent[:10])
+        if len(absent) > 10:
+            shown += f", ... ({len(absent) - 10} more)"
+        problem = (
+            f"{paths['aggregation']}: object {object_id} ({label!r}) lists {len(absent)} of its "
+            f"{len(np.unique(segments))} segment id(s) that {paths['segments'].name} does not have: {shown}"
+        )
+        if not allow_unmatched_segments:
+            raise SceneReadError(
+                f"{problem}; the aggregation and the segmentation do not belong together (another scan or "
+                "over-segmentation?); pass allow_unmatched_segments=True to read the object without them"
+            )
+        warnings.warn(problem, UnmatchedSegmentWarning, stacklevel=2)
+    _check_finite_vertices(scene_id, paths["mesh"], xyz, groups, vertex_lists)
     objects: list[SceneObject] = []
     skipped: list[dict[str, Any]] = []
     unknown: Counter[str] = Counter()
@@ -274,11 +306,34 @@ def read_scannet_scene(
         "label_map": str(label_map.source),
         "unknown_label_counts": dict(unknown),
         "skipped_objects": skipped,
-        "unmatched_segments": {groups[i][0]: n for i, n in unmatched.items()},
+        "unmatched_segments": {groups[i][0]: len(absent) for i, absent in unmatched.items()},
         "n_unassigned_vertices": int((memberships == 0).sum()),
         "n_shared_vertices": int((memberships > 1).sum()),
     }
     return Scene(scene_id=scene_id, objects=objects, axis_alignment=axis_alignment, meta=meta)
+
+
+def _check_finite_vertices(
+    scene_id: str, mesh: Path, xyz: np.ndarray, groups: Sequence[tuple[int, str, np.ndarray]],
+    vertex_lists: Sequence[np.ndarray],
+) -> None:
+    """Refuse a mesh with NaN / infinite vertex coordinates, naming the scene, the file and the objects hit.
+
+    Shapes:
+        xyz: (V, 3); vertex_lists[i]: (P_i,) vertex indices of group i.
+    """
+    bad = ~np.isfinite(xyz).all(axis=1)  # (V, 3) -> (V,)
+    if not bad.any():
+        return
+    where = np.flatnonzero(bad)
+    hit = [f"{object_id} ({label!r})" for (object_id, label, _), vertices in zip(groups, vertex_lists)
+           if bad[vertices].any()]
+    objects = f"objects hit: {', '.join(hit[:10])}{' ...' if len(hit) > 10 else ''}" if hit else "in no object"
+    raise SceneReadError(
+        f"{mesh}: scene {scene_id}: {where.size} of {xyz.shape[0]} vertices have NaN or infinite coordinates "
+        f"(vertex indices {where[:10].tolist()}{' ...' if where.size > 10 else ''}; {objects}); "
+        "re-export or repair the mesh"
+    )
 
 
 def _locate_scene_files(scene_dir: Path, scene_id: str) -> dict[str, Path | None]:
@@ -393,8 +448,8 @@ def _read_axis_alignment(path: Path | None) -> tuple[np.ndarray, str]:
 
 def _vertices_per_group(
     seg_indices: np.ndarray, group_segments: Sequence[np.ndarray]
-) -> tuple[list[np.ndarray], dict[int, int]]:
-    """Vertex indices (sorted) of each group, and {group index: number of its segments absent from the mesh}.
+) -> tuple[list[np.ndarray], dict[int, list[int]]]:
+    """Vertex indices (sorted) of each group, and {group index: its segment ids absent from the mesh, sorted}.
 
     Vertices are sorted by segment id once; each group's vertices are then the concatenation of its segments'
     runs, gathered without a Python loop over segments.
@@ -402,13 +457,13 @@ def _vertices_per_group(
     order = np.argsort(seg_indices, kind="stable")  # (V,) vertex ids grouped by segment
     unique_segments, run_starts, run_lengths = np.unique(seg_indices[order], return_index=True, return_counts=True)
     vertex_lists: list[np.ndarray] = []
-    unmatched: dict[int, int] = {}
+    unmatched: dict[int, list[int]] = {}
     for index, segments in enumerate(group_segments):
         segments = np.unique(segments)
         position = np.minimum(np.searchsorted(unique_segments, segments), max(len(unique_segments) - 1, 0))
         found = unique_segments[position] == segments if len(unique_segments) else np.zeros(len(segments), bool)
         if not found.all():
-            unmatched[index] = int((~found).sum())
+            unmatched[index] = [int(s) for s in segments[~found]]
         position = position[found]
         lengths = run_lengths[position]
         # Concatenated runs [start_k, start_k + length_k): output slot j of run k holds start_k + (j - offset_k).

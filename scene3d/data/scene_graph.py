@@ -691,6 +691,13 @@ def build_scene_graph_for_scene(
         raise ValueError(f"scene with no objects: {scene.scene_id} has no objects to build a graph from")
     centers = np.stack([np.asarray(obj.center, dtype=np.float64) for obj in objects])
     sizes = np.stack([np.asarray(obj.size, dtype=np.float64) for obj in objects])
+    bad = ~(np.isfinite(centers).all(axis=1) & np.isfinite(sizes).all(axis=1))  # (N,)
+    if bad.any():
+        ids = [objects[i].object_id for i in np.flatnonzero(bad)[:10]]
+        raise ValueError(
+            f"scene {scene.scene_id}: objects {ids} have NaN or infinite box centres / sizes (their points hold "
+            "NaN or inf); repair the scene's mesh"
+        )
     if class_field == "scanrefer":
         class_ids = [SCANREFER_CLASS_TO_ID[obj.scanrefer_class] for obj in objects]
     else:

@@ -123,3 +123,27 @@ def test_inspect_reads_nifti_and_reports_resampling(series_folder: Path, tmp_pat
     assert json.loads(captured.out)["resampled"] is True
     assert "medvl.data.inspect: warning: " in captured.err
     assert "resampled 4 slices to 4 slices at 2.000 mm" in captured.err
+
+
+def test_inspect_counts_nan_and_inf_voxels_and_says_so(tmp_path: Path, capsys) -> None:
+    array = np.full((3, 4, 5), -500.0, dtype=np.float32)
+    array[0, 0, 0] = 700.0
+    array[1, 0, :3] = np.nan  # 3 NaN
+    array[2, 1, 0] = np.inf
+    array[2, 2, :2] = -np.inf  # 2 -inf
+    path = tmp_path / "holes.nii.gz"
+    nib.save(nib.Nifti1Image(array, np.eye(4)), path)
+
+    assert inspect.main([str(path)]) == 0
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out)
+    assert (summary["n_nan"], summary["n_posinf"], summary["n_neginf"]) == (3, 1, 2)
+    assert (summary["hu_min"], summary["hu_max"]) == (-500.0, 700.0)
+    assert f"{path}: 6 of 60 voxels are not finite (3 NaN, 1 +inf, 2 -inf)" in captured.err
+    assert "finite voxels only" in captured.err and "training refuses" in captured.err
+
+    clean = tmp_path / "clean.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((2, 2, 2), np.float32), np.eye(4)), clean)
+    assert inspect.main([str(clean)]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["n_nan"] == 0 and "not finite" not in captured.err

@@ -133,3 +133,32 @@ def test_sheared_affine_is_kept_in_the_sform_only(tmp_path: Path) -> None:
     image = nib.load(write_nifti(Volume(np.zeros((2, 2, 2)), sheared), tmp_path / "tilt.nii.gz"))
     assert int(image.header["qform_code"]) == 0 and int(image.header["sform_code"]) == 1
     np.testing.assert_allclose(image.affine, sheared, atol=1e-6)
+
+
+def _nifti_with_sform(path: Path, sform: np.ndarray) -> Path:
+    """A NIfTI file whose only affine is `sform` (qform unset), written as a scanner would leave it."""
+    image = nib.Nifti1Image(np.zeros((3, 4, 5), dtype=np.int16), np.eye(4))
+    image.set_sform(sform, code="scanner")
+    image.set_qform(None, code="unknown")
+    nib.save(image, path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("sform", "message"),
+    [
+        (np.zeros((4, 4)), "is zero"),
+        (np.array([[1.0, 1.0, 0, 0], [0, 0, 0, 0], [0, 0, 2.0, 0], [0, 0, 0, 1]]), "is singular"),
+    ],
+    ids=["zero", "singular"],
+)
+def test_read_nifti_refuses_zero_or_singular_affine_naming_the_file(
+    tmp_path: Path, sform: np.ndarray, message: str
+) -> None:
+    path = _nifti_with_sform(tmp_path / "bad_affine.nii.gz", sform)
+    with pytest.raises(VolumeReadError) as error:
+        read_nifti(path)
+    text = str(error.value)
+    assert text.startswith(f"{path}: the NIfTI affine") and message in text
+    with pytest.raises(VolumeReadError, match=message):  # load_volume (inspect, training) says the same
+        load_volume(path)

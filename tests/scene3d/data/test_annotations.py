@@ -12,6 +12,7 @@ from scene3d.data.annotations import (
     DanglingReference,
     Nr3DAnnotation,
     ScanQAAnnotation,
+    ScanQAKeyWarning,
     ScanReferAnnotation,
     SceneGraphRelationship,
     check_annotations_against_scene,
@@ -21,7 +22,7 @@ from scene3d.data.annotations import (
     read_scanqa,
     read_scanrefer,
 )
-from scene3d.data.scannet import SkippedObjectWarning, read_scannet_scene
+from scene3d.data.scannet import SkippedObjectWarning, UnmatchedSegmentWarning, read_scannet_scene
 from tests.scene3d.data.scannet_factory import SCENE_ID, SEG_GROUPS, write_label_tsv, write_tiny_scene
 
 SCANREFER = [
@@ -260,9 +261,10 @@ def test_3dssg_errors_name_file_and_index(tmp_path: Path, edit, message: str) ->
 
 def test_check_annotations_against_scene(tmp_path: Path) -> None:
     groups = SEG_GROUPS + [{"objectId": 3, "label": "pillow", "segments": [99]}]  # no points: skipped
-    with pytest.warns(SkippedObjectWarning):
+    with pytest.warns(SkippedObjectWarning), pytest.warns(UnmatchedSegmentWarning):
         scene = read_scannet_scene(write_tiny_scene(tmp_path, seg_groups=groups),
-                                   label_map_path=write_label_tsv(tmp_path / "labels.tsv"))
+                                   label_map_path=write_label_tsv(tmp_path / "labels.tsv"),
+                                   allow_unmatched_segments=True)
     annotations = [
         ScanReferAnnotation(SCENE_ID, 0, "chair", 0, "a chair", ("a", "chair")),        # resolves
         ScanReferAnnotation(SCENE_ID, 5, "chair", 0, "a chair", ("a", "chair")),        # no object 5
@@ -282,3 +284,24 @@ def test_check_annotations_against_scene(tmp_path: Path) -> None:
     assert check_annotations_against_scene(annotations[:1], scene) == []
     with pytest.raises(TypeError, match="not an annotation"):
         check_annotations_against_scene([{"scene_id": SCENE_ID}], scene)
+
+
+def test_scanqa_singular_object_id_is_read_with_a_warning_never_dropped(tmp_path: Path) -> None:
+    entries = [
+        {"question_id": "q0", "scene_id": "scene0000_00", "question": "What is it?", "answers": ["chair"],
+         "object_id": 5, "object_name": "chair"},
+        {"question_id": "q1", "scene_id": "scene0000_00", "question": "Where?", "answers": ["left"],
+         "object_id": [1, 2], "object_name": ["desk", "lamp"]},
+    ]
+    path = _write_json(tmp_path / "scanqa_singular.json", entries)
+    with pytest.warns(ScanQAKeyWarning, match=r"scanqa_singular.json: .*'object_id' in 2 of 2 entries"):
+        annotations = read_scanqa(path)
+    assert [a.object_ids for a in annotations] == [(5,), (1, 2)]
+    assert [a.object_names for a in annotations] == [("chair",), ("desk", "lamp")]
+
+    both = _write_json(tmp_path / "both.json", [{**entries[0], "object_ids": [5]}])
+    with pytest.raises(AnnotationReadError, match=r"both.json: entry 0: has both 'object_ids' and 'object_id'"):
+        read_scanqa(both)
+    bad = _write_json(tmp_path / "bad.json", [{**entries[0], "object_id": "five"}])
+    with pytest.raises(AnnotationReadError, match=r"bad.json: entry 0: 'object_ids' must be a list of integers"):
+        read_scanqa(bad)

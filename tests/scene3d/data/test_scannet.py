@@ -13,6 +13,7 @@ from scene3d.data.scannet import (
     SceneObject,
     SceneReadError,
     SkippedObjectWarning,
+    UnmatchedSegmentWarning,
     read_ply_vertices,
     read_scannet_scene,
     write_ply_mesh,
@@ -140,11 +141,24 @@ def test_unknown_labels_map_to_others_with_counts(tmp_path: Path, label_tsv: Pat
 def test_objects_without_points_are_skipped_with_a_warning(tmp_path: Path, label_tsv: Path) -> None:
     groups = SEG_GROUPS + [{"objectId": 3, "label": "pillow", "segments": [77, 78]}]
     scene_dir = write_tiny_scene(tmp_path, seg_groups=groups)
-    with pytest.warns(SkippedObjectWarning, match=r"aggregation.json: object 3 \('pillow'\) skipped: no points"):
-        scene = read_scannet_scene(scene_dir, label_map_path=label_tsv)
+    with pytest.warns(SkippedObjectWarning, match=r"aggregation.json: object 3 \('pillow'\) skipped: no points"), \
+            pytest.warns(UnmatchedSegmentWarning, match="object 3 .* does not have: 77, 78"):
+        scene = read_scannet_scene(scene_dir, label_map_path=label_tsv, allow_unmatched_segments=True)
     assert [o.object_id for o in scene.objects] == [0, 1, 2]
     assert scene.meta["skipped_objects"] == [{"object_id": 3, "label": "pillow", "n_points": 0, "reason": "no points"}]
     assert scene.meta["unmatched_segments"] == {3: 2}
+
+
+def test_segment_id_absent_from_the_mesh_is_an_error_naming_file_object_and_segment(
+    tmp_path: Path, label_tsv: Path
+) -> None:
+    groups = [*SEG_GROUPS[:1], {**SEG_GROUPS[1], "segments": [*SEG_GROUPS[1]["segments"], 4242]}, *SEG_GROUPS[2:]]
+    scene_dir = write_tiny_scene(tmp_path, seg_groups=groups)
+    with pytest.raises(SceneReadError) as error:
+        read_scannet_scene(scene_dir, label_map_path=label_tsv)
+    message = str(error.value)
+    assert message.startswith(f"{scene_dir / (SCENE_ID + '.aggregation.json')}: object {SEG_GROUPS[1]['objectId']} ")
+    assert "segs.json does not have: 4242" in message and "allow_unmatched_segments=True" in message
 
 
 def test_min_points_skips_or_raises(scene_dir: Path, label_tsv: Path) -> None:
@@ -177,7 +191,8 @@ def test_grouping_matches_naive_reference(tmp_path: Path, label_tsv: Path) -> No
         for i in range(25)
     ]
     scene_dir = write_scannet_scene(tmp_path, "scene0001_00", xyz, rgb, seg_indices, groups)
-    scene = read_scannet_scene(scene_dir, label_map_path=label_tsv)
+    with pytest.warns(UnmatchedSegmentWarning):
+        scene = read_scannet_scene(scene_dir, label_map_path=label_tsv, allow_unmatched_segments=True)
     membership = np.zeros(n_vertices, dtype=int)
     for group, obj in zip(groups, scene.objects):
         mask = np.array([s in set(group["segments"]) for s in seg_indices])
@@ -430,3 +445,39 @@ def test_100k_vertex_scene_reads_every_object(tmp_path: Path, label_tsv: Path) -
     assert len(scene.objects) == 60
     expected = np.isin(seg_indices, np.arange(0, 60 * 50)).sum()
     assert sum(len(o.points) for o in scene.objects) == expected
+
+
+def _poison_vertex(scene_dir: Path, vertex: int, value: float) -> None:
+    """Overwrite vertex `vertex`'s x in the binary PLY (float32 x y z + uchar r g b a = 16 bytes a vertex)."""
+    ply = scene_dir / f"{SCENE_ID}_vh_clean_2.ply"
+    raw = bytearray(ply.read_bytes())
+    start = raw.index(b"end_header\n") + len(b"end_header\n") + 16 * vertex
+    raw[start:start + 4] = np.array([value], dtype="<f4").tobytes()
+    ply.write_bytes(bytes(raw))
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_nan_or_inf_vertices_are_an_error_naming_scene_file_and_object(
+    tmp_path: Path, label_tsv: Path, value: float
+) -> None:
+    scene_dir = write_tiny_scene(tmp_path)
+    _poison_vertex(scene_dir, 4, value)  # vertex 4 belongs to object 1 ('kitchen cabinets')
+    with pytest.raises(SceneReadError) as error:
+        read_scannet_scene(scene_dir, label_map_path=label_tsv)
+    message = str(error.value)
+    assert message.startswith(f"{scene_dir / (SCENE_ID + '_vh_clean_2.ply')}: scene {SCENE_ID}: 1 of 10 vertices")
+    assert "NaN or infinite" in message and "[4]" in message and "1 ('kitchen cabinets')" in message
+
+
+def test_scene_object_and_pretraining_refuse_nan_points_naming_object_and_scene(scene_dir: Path, label_tsv) -> None:
+    from scene3d.data.pretrain_scene import prepare_pretrain_scene
+    from scene3d.data.scene_graph import build_scene_graph_for_scene
+
+    with pytest.raises(ValueError, match=r"SceneObject 7: 1 of its points have NaN"):
+        SceneObject(7, "chair", 5, "chair", "chair", np.array([[0, 0, np.nan], [1, 1, 1]]), np.zeros((2, 3)))
+    scene = read_scannet_scene(scene_dir, label_map_path=label_tsv)
+    scene.objects[1].points[0, 0] = np.nan  # changed after reading
+    with pytest.raises(ValueError, match=rf"scene {SCENE_ID}: objects \[1\] have NaN or infinite"):
+        prepare_pretrain_scene(scene)
+    with pytest.raises(ValueError, match=rf"scene {SCENE_ID}: objects \[1\] have NaN or infinite"):
+        build_scene_graph_for_scene(scene)
