@@ -49,3 +49,110 @@ def test_grounding_writes_metrics_and_scanrefer_predictions(grounding_run):
     predictions = json.loads((run / "predictions" / "scanrefer_predictions.json").read_text())
     assert len(predictions) == saved["n"] and set(predictions[0]) == {"scene_id", "object_id", "ann_id", "bbox"}
     assert np.asarray(predictions[0]["bbox"]).shape == (8, 3)
+
+
+def _scanrefer_targets(cfg):
+    """(key, gt centre, size, unique) of every test query, boxes in ScanNet's frame, from the real datamodule."""
+    from hydra.utils import instantiate
+
+    dm = instantiate(cfg.data)
+    dm.setup()
+    return dm, [((q["scene_id"], q["object_id"], q["ann_id"]), np.asarray(q["gt_center"]) + s.origin,
+                 np.asarray(q["gt_size"]), q["unique"]) for s in dm.scenes["test"] for q in s.queries]
+
+
+def test_predictions_round_trip_and_oracle_scores_one(grounding_run, tmp_path):
+    from scene3d.evaluation.box_iou import box_corners
+    from scene3d.evaluation.submission import read_scanrefer_submission, score_scanrefer_submission
+
+    cfg, metrics = grounding_run
+    _, targets = _scanrefer_targets(cfg)
+    written = read_scanrefer_submission(Path(cfg.paths.output_dir) / "predictions" / "scanrefer_predictions.json")
+    rescored = score_scanrefer_submission(written, targets)
+    for key in ("acc@0.25", "acc@0.5", "acc@0.5/unique", "acc@0.5/multiple"):
+        if key in metrics:
+            assert rescored[key] == pytest.approx(metrics[key]), key   # the file reproduces the logged metric
+    oracle = tmp_path / "oracle.json"
+    oracle.write_text(json.dumps([{"scene_id": k[0], "object_id": str(k[1]), "ann_id": str(k[2]),
+                                   "bbox": box_corners(c, s).tolist()} for k, c, s, _ in targets]))
+    scored = score_scanrefer_submission(read_scanrefer_submission(oracle), targets)
+    assert scored["acc@0.25"] == 1.0 and scored["acc@0.5"] == 1.0
+    with pytest.raises(ValueError, match="no prediction"):
+        score_scanrefer_submission({}, targets)
+
+
+def test_description_of_missing_object_stops_with_the_file_named(grounding_run, tmp_path):
+    import shutil
+
+    from hydra.utils import instantiate
+
+    cfg, _ = grounding_run
+    root = Path(cfg.paths.data_dir) / "scene3d_demo"
+    copy = tmp_path / "demo"
+    shutil.copytree(root, copy)
+    path = copy / "ScanRefer_filtered_val.json"
+    entries = json.loads(path.read_text())
+    entries[0]["object_id"] = "999"
+    path.write_text(json.dumps(entries))
+    with open_dict(cfg):
+        data = OmegaConf.merge(cfg.data, {"root": str(copy)})
+    with pytest.raises(ValueError, match=r"ScanRefer_filtered_val.json entry 0 .* has no object 999"):
+        instantiate(data).setup()
+
+
+@pytest.fixture(scope="module")
+def pretrained_checkpoint(tmp_path_factory):
+    """A 1-epoch scene3d.train run on the same tiny demo set (its last.ckpt)."""
+    from scene3d.train import train
+    from tests.scene3d.test_train import _compose
+
+    tmp = tmp_path_factory.mktemp("pretrain")
+    cfg = _compose(tmp, "trainer.max_epochs=1", "test=false")
+    train(cfg)
+    return Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+
+
+def _backbone_state(path):
+    from common.export import load_checkpoint
+
+    state = load_checkpoint(path)["state_dict"]
+    return {k: v for k, v in state.items() if k.startswith(("object_encoder.", "context_encoder.", "text_encoder."))}
+
+
+@pytest.mark.parametrize("mode", ["frozen", "lora"])
+def test_pretrained_init_frozen_and_lora_train_only_what_they_should(pretrained_checkpoint, tmp_path, mode):
+    from scene3d.evaluate import evaluate
+    from scene3d.models.grounding_module import GroundingModule
+
+    cfg = compose_finetune(tmp_path, "task=grounding", f"mode={mode}", f"init_checkpoint={pretrained_checkpoint}",
+                           "trainer.max_epochs=1", "test=false")
+    finetune(cfg)
+    ckpt = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    model = GroundingModule.load_from_checkpoint(ckpt, weights_only=True)   # no pre-training file needed
+    assert model.hparams["initialised_from"] == str(pretrained_checkpoint) and model.hparams["init_checkpoint"] is None
+    tuned = {f"backbone.{k}": v for k, v in model.backbone.state_dict().items()}
+    pretrained = _backbone_state(pretrained_checkpoint)
+    lora = [k for k in tuned if "lora_" in k]
+    assert bool(lora) == (mode == "lora")
+    for name, value in pretrained.items():   # the pre-trained weights themselves never move in these modes
+        tuned_name = "backbone." + name.replace(".query.", ".query.base_layer.").replace(".key.", ".key.base_layer.") \
+            .replace(".value.", ".value.base_layer.").replace("intermediate.dense.", "intermediate.dense.base_layer.") \
+            if mode == "lora" else "backbone." + name
+        assert (tuned[tuned_name] == value).all(), name
+    if mode == "lora":   # the adapters did train (lora_B starts at 0)
+        assert any(tuned[k].abs().sum() > 0 for k in lora if "lora_B" in k)
+        assert model.hparams["adaptation"]["r"] == 8
+    with open_dict(cfg):
+        cfg.checkpoint = str(ckpt)
+        cfg.paths.output_dir = str(tmp_path / "eval")
+    metrics = evaluate(cfg)
+    assert 0.0 <= metrics["acc@0.5"] <= 1.0
+    assert (tmp_path / "eval" / "predictions" / "scanrefer_predictions.json").is_file()
+
+
+def test_backbone_config_matches_the_pretraining_model_config():
+    root = Path(__file__).resolve().parents[2] / "configs"
+    backbone = OmegaConf.load(root / "backbone" / "scene3d_tiny.yaml")
+    model = OmegaConf.load(root / "model" / "scene3d_tiny.yaml")
+    for key, value in backbone.items():
+        assert model[key] == value, key
