@@ -75,7 +75,7 @@ class SceneFinetuneModule(VLPModule):
                        "num_relations": int(num_relations), "edge_geometry_dim": int(edge_geometry_dim)}
         options = plain_container(options)
         self.backbone = build_backbone(options, state_dict)
-        adaptation, adapt = _adaptation_config(adaptation)
+        adaptation, adapt = component_config(adaptation)
         if adapt is not None:
             adapt(self.backbone)
         self.save_hyperparameters({
@@ -135,8 +135,8 @@ class SceneFinetuneModule(VLPModule):
             self.write_predictions(rows, Path(self.trainer.default_root_dir) / "predictions")
 
 
-def _adaptation_config(adaptation: Any) -> tuple[dict[str, Any] | None, Any]:
-    """(config to save, callable) of a fine-tuning mode given as a ``_target_`` config or as the object Hydra built
+def component_config(adaptation: Any) -> tuple[dict[str, Any] | None, Any]:
+    """(config to save, object) of a component (fine-tuning mode, loss) given as a ``_target_`` config or as the object Hydra built
     from one (its constructor arguments are its attributes)."""
     if adaptation is None:
         return None, None

@@ -156,3 +156,43 @@ def test_backbone_config_matches_the_pretraining_model_config():
     model = OmegaConf.load(root / "model" / "scene3d_tiny.yaml")
     for key, value in backbone.items():
         assert model[key] == value, key
+
+
+def test_qa_runs_end_to_end_with_em_text_metrics_and_scanqa_submission(tmp_path):
+    from scene3d.evaluation.submission import read_scanqa_submission
+    from scene3d.models.qa_module import QAModule
+
+    cfg = compose_finetune(tmp_path, "task=qa", "model.answer_loss._target_=scene3d.models.components.answer_losses."
+                           "AnswerCrossEntropy")
+    metrics = finetune(cfg)
+    for key in ("em@1", "em@10", "refined_em@1", "refined_em@10", "em@1/majority_baseline", "answer_bleu4",
+                "answer_rouge_l", "answer_cider", "val/em@1", "test/answer_loss", "test/related_loss"):
+        assert key in metrics, key
+    assert metrics["em@10"] >= metrics["em@1"] and metrics["refined_em@1"] >= metrics["em@1"]
+    run = Path(cfg.paths.output_dir)
+    submission = read_scanqa_submission(run / "predictions" / "scanqa_predictions.json")
+    model = QAModule.load_from_checkpoint(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert len(submission) == metrics["n"]
+    entry = next(iter(submission.values()))
+    assert entry["bbox"].shape == (8, 3) and set(entry["answer_top10"]) <= set(model.vocabulary)
+
+
+def test_answer_vocabulary_from_an_empty_split_is_refused():
+    from scene3d.data.qa_datamodule import build_answer_vocabulary
+
+    with pytest.raises(ValueError, match="empty split"):
+        build_answer_vocabulary([[], []], source="ScanQA_v1.0_train.json")
+    assert build_answer_vocabulary([["b", "a"], ["a"]]) == ["a", "b"]
+
+
+def test_answer_losses_hand_computed():
+    import math
+
+    import torch
+
+    from scene3d.models.components.answer_losses import AnswerCrossEntropy, SoftScoreBCE
+
+    logits = torch.zeros(1, 2)
+    assert float(SoftScoreBCE()(logits, torch.tensor([[1.0, 0.0]]))) == pytest.approx(2 * math.log(2))
+    assert float(AnswerCrossEntropy()(logits, torch.tensor([[0.5, 0.0]]))) == pytest.approx(math.log(2))
+    assert float(AnswerCrossEntropy()(logits, torch.zeros(1, 2))) == 0.0   # no in-vocabulary answer: left out
