@@ -5,7 +5,7 @@ Definitions:
   answer / any of its top-10 answers is, as a string, one of the reference answers. The strings are compared
   exactly as given: no lower-casing, no stripping of punctuation or articles. This is the number of the ScanQA
   paper and leaderboard tables.
-- ``refined_em@1`` / ``refined_em@10`` (a later convention, e.g. 3D-LLM / LEO tables, "EM-R"): the same, after
+- ``refined_em@1`` / ``refined_em@10`` (a later convention of LLM-based 3D QA work): the same, after
   `normalize_answer` on both sides: lower case, punctuation removed (an apostrophe too), the articles a / an /
   the dropped, number words zero..twenty written as digits, whitespace collapsed. Some later papers also accept
   a prediction that contains a reference (or the reverse); that is NOT done here: refined EM here is exact match
