@@ -28,6 +28,19 @@ if ! ldconfig -p 2>/dev/null | grep -q 'libusb-1.0.so.0'; then
   fi
 fi
 
+# pycocoevalcap's PTB tokenizer and METEOR (scene3d QA / captioning metrics) run Java; Debian/Ubuntu package below.
+# Without Java the metrics still run: METEOR is skipped and a regex tokenizer is used, with a warning.
+if ! command -v java >/dev/null; then
+  step "installing default-jre-headless (Java for pycocoevalcap's tokenizer and METEOR)"
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  if command -v apt-get >/dev/null; then
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq default-jre-headless >/dev/null
+  else
+    echo "warning: java is missing and apt-get is not available; install a Java runtime for METEOR" >&2
+  fi
+fi
+
 if [ ! -x "$VENV/bin/python" ]; then
   step "creating virtual environment $VENV"
   "$PYTHON" -m venv "$VENV"
