@@ -476,7 +476,8 @@ def main() -> None:
         else:
             vs_rate = vs_mem = "n/a"
         above = r["maxrss"] - r["floor"]
-        vs_above = f"{above / (ref['maxrss'] - ref['floor']):.2f}x" if ref is not None and name != "baseline" else ""
+        ref_above = ref["maxrss"] - ref["floor"] if ref is not None else 0
+        vs_above = f"{above / ref_above:.2f}x" if ref_above > 0 and name != "baseline" else ""
         rows.append([labels[name], workers if name != "baseline" else "-", r["items"],
                      f"{rate:.2f}" if name != "baseline" else "", vs_rate, _gb(r["maxrss"]), vs_mem,
                      _gb(r["floor"]), _gb(above), vs_above, _gb(r["tree_rss"]),
