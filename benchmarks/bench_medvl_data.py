@@ -460,7 +460,7 @@ def main() -> None:
     shape, target = geometry(args.size)
     labels = {
         "baseline": "imports only (torch, MONAI, medvl)", "ctclip": "CT-CLIP's per-item loader logic",
-        "uncached": "this project, uncached", "cached": "this project, cached (unorm16, memmap)",
+        "uncached": "this project, uncached", "cached": "this project, cached (unorm16)",
         "dicom_raw": "DICOM series decode, uncompressed", "dicom_j2k": "DICOM series decode, JPEG 2000 lossless",
     }
     reference = {w: results.get(("ctclip", w)) for w in args.workers}
