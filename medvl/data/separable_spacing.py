@@ -28,6 +28,7 @@ from monai.data import MetaTensor
 from monai.data.utils import compute_shape_offset, to_affine_nd, zoom_affine
 from monai.transforms import MapTransform, Spacingd
 
+_LERP_CHUNKS = 16  # chunks of output slices per axis for the upper-neighbour gather of the linear pass
 _AXIS_ALIGNED_TOL = 1e-6  # off-diagonal entries of the voxel map (in voxels per voxel) treated as zero
 
 
@@ -63,9 +64,17 @@ def _linear_along(x: torch.Tensor, dim: int, coords: np.ndarray) -> torch.Tensor
     shape = [1] * x.ndim
     shape[dim] = -1
     out = x.index_select(dim, torch.from_numpy(lower))
-    high = x.index_select(dim, torch.from_numpy(upper))
-    high.sub_(out).mul_(weight.view(shape))  # in place: two output-sized buffers per axis
-    return out.add_(high)
+    upper_t = torch.from_numpy(upper)
+    # The upper neighbours in chunks of output slices: one output-sized buffer per axis plus a small one,
+    # instead of two full ones (at 512 x 512 x 224 -> 0.75 mm that saves ~200 MB at the peak).
+    step = max(1, -(-len(c) // _LERP_CHUNKS))
+    for start in range(0, len(c), step):
+        part = slice(start, start + step)
+        high = x.index_select(dim, upper_t[part])
+        low = out.narrow(dim, start, high.shape[dim])
+        high.sub_(low).mul_(weight[part].view(shape))
+        low.add_(high)
+    return out
 
 
 def _nearest_along(x: torch.Tensor, dim: int, coords: np.ndarray, zero_outside: bool) -> torch.Tensor:

@@ -211,8 +211,14 @@ class LoadVolumed(MapTransform):
                 MetaKeys.ORIGINAL_AFFINE: affine.copy(),
                 "volume_meta": dict(volume.meta),
             }
-            # (X, Y, Z) -> (1, X, Y, Z): MONAI's channel-first layout.
-            tensor = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))[None]
+            # (X, Y, Z) -> (1, X, Y, Z): MONAI's channel-first layout. nibabel returns NIfTI data in Fortran
+            # order; it is wrapped as a strided view (no 4-bytes-per-voxel copy into C order): every later step
+            # allocates its own output (the separable resampler's first gather along Z is even faster on it).
+            array = array.astype(np.float32, copy=False)
+            if array.flags.f_contiguous and not array.flags.c_contiguous:
+                tensor = torch.from_numpy(array.T).permute(2, 1, 0)[None]
+            else:
+                tensor = torch.from_numpy(np.ascontiguousarray(array))[None]
             d[key] = MetaTensor(tensor, affine=torch.from_numpy(affine), meta=meta)
         return d
 
