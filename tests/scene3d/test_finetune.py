@@ -124,7 +124,7 @@ def test_pretrained_init_frozen_and_lora_train_only_what_they_should(pretrained_
     from scene3d.evaluate import evaluate
     from scene3d.models.grounding_module import GroundingModule
 
-    cfg = compose_finetune(tmp_path, "task=grounding", f"mode={mode}", f"init_checkpoint={pretrained_checkpoint}",
+    cfg = compose_finetune(tmp_path, "task=grounding", f"adaptation={mode}", f"init_checkpoint={pretrained_checkpoint}",
                            "trainer.max_epochs=1", "test=false")
     finetune(cfg)
     ckpt = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"

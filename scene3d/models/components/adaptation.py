@@ -1,4 +1,4 @@
-"""How the pre-trained backbone is fine-tuned: config group ``mode`` (``mode=full`` | ``frozen`` | ``lora``).
+"""How the pre-trained backbone is fine-tuned: config group ``adaptation`` (``adaptation=full`` | ``frozen`` | ``lora``).
 
 Each is a callable applied to the `SceneLanguageBackbone` once, when the fine-tuning module is built (also when a
 fine-tuned checkpoint is loaded, so a LoRA model's parameter names match its checkpoint). The task heads are
