@@ -24,6 +24,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from common.checkpoint_loading import validate_checkpoint
 from common.io import atomic_write_json, atomic_write_text
 from common.lightning.runner import (
     best_checkpoint_path,
@@ -78,12 +79,13 @@ def _require_checkpoint(cfg: DictConfig, mode: str) -> Path:
     path = Path(str(path)).expanduser()
     if not path.is_file():
         raise ValueError(f"ckpt_path={path} does not exist")
-    return path
+    return validate_checkpoint(path, expected_module=SegmentationModule)
 
 
 def train_segmentation(cfg: DictConfig) -> dict[str, Any]:
     """Fine-tune, test the best checkpoint, write metrics.json and a MONAI bundle; returns the metrics."""
     output_dir = Path(cfg.paths.output_dir)
+    ckpt_path = resolve_resume_checkpoint(cfg, output_dir)  # a bad checkpoint fails before the data are built
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()
     datamodule.setup("fit")
@@ -94,7 +96,7 @@ def train_segmentation(cfg: DictConfig) -> dict[str, Any]:
         )
     model: SegmentationModule = instantiate(cfg.model, **datamodule.model_kwargs())
     trainer = _trainer(cfg, output_dir)
-    trainer.fit(model, datamodule=datamodule, ckpt_path=resolve_resume_checkpoint(cfg, output_dir), weights_only=True)
+    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     metrics = scalar_metrics(trainer.callback_metrics)
     best = best_checkpoint_path(trainer)
     if cfg.get("test", True) and len(datamodule.datasets["test"]):
