@@ -17,6 +17,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from common.checkpoint_loading import load_lightning_module, validate_checkpoint
+from common.config_checks import check_config
 from common.io import atomic_write_json, atomic_write_text
 from common.lightning.runner import instantiate_collection, scalar_metrics
 from medvl.models.medvl_module import MedVLPretrainModule, resolve_pointing_source
@@ -33,6 +34,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         ValueError: no ckpt_path, an unknown split, or data whose preprocessing differs from the
             model's.
     """
+    check_config(cfg)
     split = str(cfg.get("split") or "test")
     if split not in ("val", "test"):
         raise ValueError(f"split={split!r}: evaluate the 'test' split (the default) or 'val' (e.g. to choose "

@@ -25,6 +25,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from common.checkpoint_loading import validate_checkpoint
+from common.config_checks import check_config
 from common.io import atomic_write_json, atomic_write_text
 from common.lightning.runner import (
     best_checkpoint_path,
@@ -49,6 +50,7 @@ def segment(cfg: DictConfig) -> dict[str, Any]:
     Raises:
         ValueError: an unknown mode, or a mode's missing argument (e.g. ckpt_path for evaluate / predict).
     """
+    check_config(cfg)
     mode = cfg.get("mode", "train")
     if mode not in MODES:
         raise ValueError(f"mode must be one of {list(MODES)}, got {mode!r}")

@@ -26,6 +26,7 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from common.checkpoint_loading import validate_checkpoint
+from common.config_checks import check_config
 from common.io import atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -37,11 +38,13 @@ def run(cfg: DictConfig) -> dict[str, float]:
     """Train (and test) the configured model; returns the final metrics also written to ``metrics.json``.
 
     Raises:
+        ConfigValueError: a config value of the wrong type or range (``common.config_checks``).
         ValueError: when the config lacks a required group, or ``ckpt_path`` does not exist.
     """
     missing = [key for key in REQUIRED_KEYS if cfg.get(key) is None]
     if missing:
         raise ValueError(f"config is missing {missing}; compose it from configs/ (e.g. medvl_train.yaml)")
+    check_config(cfg)  # wrong types / ranges of overrides, named by key, before anything is built
     output_dir = Path(cfg.paths.output_dir)
     ckpt_path = resolve_resume_checkpoint(cfg, output_dir)  # before anything is built or written
     output_dir.mkdir(parents=True, exist_ok=True)
