@@ -109,8 +109,8 @@ CHECKS: dict[str, Number] = {
     "model.embed_dim": _COUNT,
     "model.loss_weights.*": _NON_NEGATIVE,
     "model.lr_scales.*": _NON_NEGATIVE,
-    "checkpoint.every_n_train_steps": Number(integer=True, low=1, none_ok=True),
-    "checkpoint.every_n_minutes": Number(low=0.0, low_open=True, none_ok=True),
+    "callbacks.last_checkpoint.every_n_train_steps": Number(integer=True, low=1, none_ok=True),
+    "callbacks.last_checkpoint.every_n_minutes": Number(low=0.0, low_open=True, none_ok=True),
 }
 
 #: keys that must be booleans (a string such as "yes" or "flase" is refused rather than read as true)
