@@ -24,8 +24,6 @@ import contextlib
 import json
 import logging
 import os
-import pickle
-import re
 import shutil
 import tempfile
 import warnings
@@ -37,6 +35,9 @@ import safetensors
 import safetensors.torch
 import torch
 from torch import nn
+
+from common import checkpoint_loading
+from common.checkpoint_loading import UnsafeCheckpointError, WeightsFileError
 
 __all__ = [
     "ExportError",
@@ -69,14 +70,6 @@ _ONNX_INLINE_WEIGHTS_LIMIT_BYTES = 1_800_000_000
 _MIN_ONNX_OPSET = 18
 
 TensorDict = dict[str, torch.Tensor]
-
-
-class WeightsFileError(ValueError):
-    """A weights or checkpoint file cannot be read (not safetensors, not a PyTorch checkpoint, corrupt)."""
-
-
-class UnsafeCheckpointError(WeightsFileError):
-    """A checkpoint would need arbitrary unpickling (custom classes or functions) to load."""
 
 
 class WeightsMismatchError(ValueError):
@@ -522,44 +515,15 @@ def _mismatch_message(
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a torch.save / Lightning ``.ckpt`` file without running arbitrary code.
 
-    Uses ``torch.load(weights_only=True)``: tensors, numbers, strings and plain containers load;
-    pickled custom classes or functions are refused.
-
-    Args:
-        path: the checkpoint file.
-        map_location: device for the tensors.
-
-    Returns:
-        The checkpoint dict (for Lightning: ``state_dict``, ``hyper_parameters``, ``epoch``, ...).
+    The platform's one checkpoint loader, ``common.checkpoint_loading.load_checkpoint`` (``weights_only``
+    unpickling; clear refusals of code-carrying pickles, truncated files, safetensors files).
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
         UnsafeCheckpointError: loading would need arbitrary unpickling (message names the global).
-        WeightsFileError: ``path`` is not a PyTorch checkpoint or does not hold a dict.
+        WeightsFileError: ``path`` is not a (complete) PyTorch checkpoint or does not hold a dict.
     """
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    if path.is_dir():
-        raise WeightsFileError(f"{path} is a folder; expected a checkpoint file (e.g. last.ckpt)")
-    try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as error:
-        found = re.search(r"GLOBAL (\S+)", str(error))
-        what = f"'{found.group(1)}'" if found else "an object that is not a tensor or plain container"
-        raise UnsafeCheckpointError(
-            f"refusing to unpickle {path}: it contains {what}, which only arbitrary code execution could "
-            "load. If you trust the file, load it once with torch.load(weights_only=False) and re-save its "
-            "tensors with save_weights (or allowlist the class with torch.serialization.add_safe_globals)."
-        ) from None
-    except Exception as error:  # torch raises RuntimeError, KeyError, EOFError, ... for files it cannot parse
-        raise WeightsFileError(
-            f"cannot read {path} as a PyTorch checkpoint ({type(error).__name__}: {error}); "
-            "a safetensors file is read with read_weights()"
-        ) from error
-    if not isinstance(checkpoint, dict):
-        raise WeightsFileError(f"{path} holds a {type(checkpoint).__name__}, expected a checkpoint dict")
-    return checkpoint
+    return checkpoint_loading.load_checkpoint(path, map_location=map_location)
 
 
 def state_dict_from_checkpoint(

@@ -29,7 +29,39 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    fsync_dir(path.parent)  # the rename itself is durable only once the folder's entry is on disk
     return path
+
+
+def fsync_dir(folder: str | os.PathLike) -> None:
+    """fsync a folder (after a rename into it); a no-op where folders cannot be opened (Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems refuse fsync on folders
+        pass
+    finally:
+        os.close(fd)
+
+
+def remove_stale_temp_files(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temp files (``.<name>.*.tmp``) that :func:`atomic_write_bytes` leaves when its process is killed
+    mid-write. Call only where no other process writes into ``folder`` (e.g. a run's checkpoint folder at start).
+
+    Returns the removed paths.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for candidate in folder.glob(".*.tmp"):
+        if candidate.is_file():
+            candidate.unlink(missing_ok=True)
+            removed.append(candidate)
+    return removed
 
 
 def _current_umask() -> int:

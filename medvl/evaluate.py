@@ -16,6 +16,8 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from common.checkpoint_loading import load_lightning_module, validate_checkpoint
+from common.config_checks import check_config
 from common.io import atomic_write_json, atomic_write_text
 from common.lightning.runner import instantiate_collection, scalar_metrics
 from medvl.models.medvl_module import MedVLPretrainModule, resolve_pointing_source
@@ -27,23 +29,24 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Test ``cfg.ckpt_path`` on ``cfg.data``'s test split (or ``cfg.split``); returns (and writes) the metrics.
 
     Raises:
-        ValueError: no ckpt_path, a missing file, an unknown split, or data whose preprocessing differs from the
+        FileNotFoundError, CheckpointFileError: a missing, unsafe, truncated or safetensors file, or a checkpoint of
+            another model (see ``common.checkpoint_loading``).
+        ValueError: no ckpt_path, an unknown split, or data whose preprocessing differs from the
             model's.
     """
+    check_config(cfg)
     split = str(cfg.get("split") or "test")
     if split not in ("val", "test"):
         raise ValueError(f"split={split!r}: evaluate the 'test' split (the default) or 'val' (e.g. to choose "
                          f"zero-shot prompts without looking at the test split)")
     if not cfg.get("ckpt_path"):
         raise ValueError("give the checkpoint to evaluate: python -m medvl.evaluate ckpt_path=/path/to/last.ckpt")
-    ckpt_path = Path(str(cfg.ckpt_path)).expanduser()
-    if not ckpt_path.is_file():
-        raise ValueError(f"ckpt_path={ckpt_path} does not exist")
+    ckpt_path = validate_checkpoint(str(cfg.ckpt_path), expected_module=MedVLPretrainModule)
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(int(cfg.get("seed", 0)), workers=True)
 
-    model = MedVLPretrainModule.load_from_checkpoint(ckpt_path, map_location="cpu", weights_only=True)
+    model = load_lightning_module(MedVLPretrainModule, ckpt_path, map_location="cpu")
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()
     datamodule.setup("test")

@@ -46,6 +46,7 @@ import transformers
 from torch import Tensor, nn
 from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel, PreTrainedTokenizerFast
 
+from common import checkpoint_loading
 from common.export import (
     ExportError,
     ExportParityError,
@@ -54,7 +55,6 @@ from common.export import (
     eval_mode,
     export_onnx,
     export_torchscript,
-    load_checkpoint,
     load_weights,
     save_weights,
     state_dict_from_checkpoint,
@@ -152,7 +152,7 @@ def load_pretrained_module(ckpt_path: str | Path) -> MedVLPretrainModule:
     from medvl.models.medvl_module import MedVLPretrainModule  # noqa: F811 (the LightningModule: heavy import)
 
     ckpt_path = Path(ckpt_path)
-    checkpoint = load_checkpoint(ckpt_path, map_location="cpu")
+    checkpoint = checkpoint_loading.load_checkpoint(ckpt_path, map_location="cpu", expected_module=MedVLPretrainModule)
     hparams = checkpoint.get("hyper_parameters")
     if not isinstance(hparams, Mapping) or not hparams:
         raise WeightsFileError(

@@ -24,6 +24,8 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from common.checkpoint_loading import validate_checkpoint
+from common.config_checks import check_config
 from common.io import atomic_write_json, atomic_write_text
 from common.lightning.runner import (
     best_checkpoint_path,
@@ -48,6 +50,7 @@ def segment(cfg: DictConfig) -> dict[str, Any]:
     Raises:
         ValueError: an unknown mode, or a mode's missing argument (e.g. ckpt_path for evaluate / predict).
     """
+    check_config(cfg)
     mode = cfg.get("mode", "train")
     if mode not in MODES:
         raise ValueError(f"mode must be one of {list(MODES)}, got {mode!r}")
@@ -78,12 +81,13 @@ def _require_checkpoint(cfg: DictConfig, mode: str) -> Path:
     path = Path(str(path)).expanduser()
     if not path.is_file():
         raise ValueError(f"ckpt_path={path} does not exist")
-    return path
+    return validate_checkpoint(path, expected_module=SegmentationModule)
 
 
 def train_segmentation(cfg: DictConfig) -> dict[str, Any]:
     """Fine-tune, test the best checkpoint, write metrics.json and a MONAI bundle; returns the metrics."""
     output_dir = Path(cfg.paths.output_dir)
+    ckpt_path = resolve_resume_checkpoint(cfg, output_dir)  # a bad checkpoint fails before the data are built
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()
     datamodule.setup("fit")
@@ -94,7 +98,7 @@ def train_segmentation(cfg: DictConfig) -> dict[str, Any]:
         )
     model: SegmentationModule = instantiate(cfg.model, **datamodule.model_kwargs())
     trainer = _trainer(cfg, output_dir)
-    trainer.fit(model, datamodule=datamodule, ckpt_path=resolve_resume_checkpoint(cfg, output_dir), weights_only=True)
+    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     metrics = scalar_metrics(trainer.callback_metrics)
     best = best_checkpoint_path(trainer)
     if cfg.get("test", True) and len(datamodule.datasets["test"]):

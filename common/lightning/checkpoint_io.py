@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from common.checkpoint_loading import load_checkpoint
 from common.io import atomic_write_bytes
 
 
@@ -38,5 +39,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         atomic_torch_save(checkpoint, path)
 
     def load_checkpoint(self, path: Any, map_location: Any | None = None, weights_only: bool | None = None) -> dict:
-        """Load with ``weights_only=True`` unless told otherwise: resuming never unpickles arbitrary code."""
-        return super().load_checkpoint(path, map_location=map_location, weights_only=True if weights_only is None else weights_only)
+        """Load through the platform's checkpoint loader (``common.checkpoint_loading``): always
+        ``weights_only=True`` (resuming never unpickles code, whatever the caller asks) and clear refusals of
+        truncated, code-carrying and safetensors files."""
+        if "://" in str(path):  # remote file systems: Lightning's fsspec reader, still weights_only
+            return super().load_checkpoint(path, map_location=map_location, weights_only=True)
+        return load_checkpoint(path, map_location=map_location if map_location is not None else "cpu")

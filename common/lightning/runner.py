@@ -22,9 +22,11 @@ from typing import Any
 
 import lightning as L
 import torch
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from common.checkpoint_loading import validate_checkpoint
+from common.config_checks import check_config
 from common.io import atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -36,12 +38,15 @@ def run(cfg: DictConfig) -> dict[str, float]:
     """Train (and test) the configured model; returns the final metrics also written to ``metrics.json``.
 
     Raises:
+        ConfigValueError: a config value of the wrong type or range (``common.config_checks``).
         ValueError: when the config lacks a required group, or ``ckpt_path`` does not exist.
     """
     missing = [key for key in REQUIRED_KEYS if cfg.get(key) is None]
     if missing:
         raise ValueError(f"config is missing {missing}; compose it from configs/ (e.g. medvl_train.yaml)")
+    check_config(cfg)  # wrong types / ranges of overrides, named by key, before anything is built
     output_dir = Path(cfg.paths.output_dir)
+    ckpt_path = resolve_resume_checkpoint(cfg, output_dir)  # before anything is built or written
     output_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(output_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
 
@@ -64,7 +69,6 @@ def run(cfg: DictConfig) -> dict[str, float]:
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
                                      default_root_dir=str(output_dir))
 
-    ckpt_path = resolve_resume_checkpoint(cfg, output_dir)
     if ckpt_path is not None:
         log.info("Resuming from %s", ckpt_path)
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
@@ -97,21 +101,28 @@ def best_checkpoint_path(trainer: L.Trainer) -> str | None:
 def resolve_resume_checkpoint(cfg: DictConfig, output_dir: Path) -> str | None:
     """``cfg.ckpt_path`` if given (must exist); else ``<output_dir>/checkpoints/last.ckpt`` when ``resume``.
 
+    The checkpoint is validated (``common.checkpoint_loading``) before anything is built.
+
     Raises:
+        CheckpointFileError: the checkpoint is unsafe, truncated, a safetensors file, or another model's.
         ValueError: ``ckpt_path`` does not exist; or the run folder already holds a run's ``last.ckpt`` and
             neither ``resume`` nor ``ckpt_path`` is given: starting over there would overwrite its checkpoints
             and Lightning's CSV logger would delete its metric history.
     """
     explicit = cfg.get("ckpt_path")
+    expected = _model_class(cfg)
     if explicit:
         path = Path(str(explicit)).expanduser()
-        if not path.is_file():
+        if not path.exists():
             raise ValueError(f"ckpt_path={explicit} does not exist; give a .ckpt file written by a previous run "
                              "(e.g. outputs/<task>/runs/<time>/checkpoints/last.ckpt)")
+        if path.is_file():  # a folder may be a sharded (FSDP) checkpoint: Lightning's strategy reads those
+            validate_checkpoint(path, expected_module=expected)
         return str(path)
     if cfg.get("resume", False):
         last = output_dir / "checkpoints" / "last.ckpt"
         if last.is_file():
+            validate_checkpoint(last, expected_module=expected)
             return str(last)
         log.warning("resume=true but %s does not exist: starting from scratch. To resume a run, point "
                     "hydra.run.dir at its folder or pass ckpt_path=...", last)
@@ -122,6 +133,18 @@ def resolve_resume_checkpoint(cfg: DictConfig, output_dir: Path) -> str | None:
                          "it, or choose another hydra.run.dir (a fresh start there would overwrite its checkpoints "
                          "and delete its metric log)")
     return None
+
+
+def _model_class(cfg: DictConfig) -> type | None:
+    """The class ``cfg.model._target_`` builds (to check a checkpoint belongs to it), or None if not a class."""
+    target = cfg.get("model", {}).get("_target_") if cfg.get("model") is not None else None
+    if not target:
+        return None
+    try:
+        cls = get_class(str(target))
+    except Exception:  # a factory function, or a target that fails to import: instantiate() reports it later
+        return None
+    return cls if isinstance(cls, type) else None
 
 
 def instantiate_collection(node: Any) -> list[Any]:

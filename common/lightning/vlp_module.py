@@ -20,6 +20,8 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 
+from common.checkpoint_loading import MODULE_CLASS_KEY, check_checkpoint_module, qualified_name
+
 OptimizerFactory = Callable[[Iterable[Any]], torch.optim.Optimizer]
 SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
 
@@ -67,6 +69,16 @@ class VLPModule(L.LightningModule):
     def compute_losses(self, batch: Any, stage: str) -> dict[str, Tensor]:
         """Return ``{"<name>_loss": scalar, ...}`` (summed and optimised) plus optional scalar metrics."""
         raise NotImplementedError(f"{type(self).__name__} must implement compute_losses(batch, stage)")
+
+    # ------------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Record the module's class, so loaders refuse another model's checkpoint by name (see
+        ``common.checkpoint_loading.check_checkpoint_module``)."""
+        checkpoint[MODULE_CLASS_KEY] = qualified_name(type(self))
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Refuse (before any weight is loaded) a checkpoint of another model, e.g. when resuming."""
+        check_checkpoint_module(checkpoint, type(self))
 
     # ------------------------------------------------------------------ steps
     def _step(self, batch: Any, stage: str) -> Tensor:

@@ -62,3 +62,14 @@ class InterruptAtStep(L.Callback):
     def on_train_batch_end(self, trainer, *args, **kwargs):
         if trainer.global_step == self.step:
             raise KeyboardInterrupt
+
+
+class InterruptAtBatchStart(L.Callback):
+    """Raise KeyboardInterrupt when the batch after ``step`` optimiser steps starts (its metrics are logged)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer, *args, **kwargs):
+        if trainer.global_step == self.step:
+            raise KeyboardInterrupt
