@@ -2,7 +2,8 @@
 
 Loss curves (``*/loss`` and every ``*_loss`` term, train per step and val per epoch) go to
 ``<dirpath>/loss_curves.png``; every other validation metric (recall, AUROC, accuracy, ...) to
-``<dirpath>/metric_curves.png``. The history is part of the callback's checkpoint state, so a resumed run draws
+``<dirpath>/metric_curves.png``; the plotted points themselves to ``<dirpath>/curves.json`` ({name: [[step, value],
+...]}; x = optimiser steps done, which is the CSV logger's 0-based ``step`` + 1). The history is part of the callback's checkpoint state, so a resumed run draws
 its whole history, not just the part after the resume.
 """
 from __future__ import annotations
@@ -15,6 +16,8 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor
+
+from common.io import atomic_write_json
 
 
 class PlotCurves(L.Callback):
@@ -56,7 +59,10 @@ class PlotCurves(L.Callback):
         if trainer.global_step % self.log_every_n_steps == 0:
             self._record(trainer, "train/")
 
-    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Not on_validation_epoch_end: Lightning calls the callbacks' epoch-end hook *before* the module's, where
+        # evaluation metrics (retrieval, AUROC, Dice) are logged, and folds the epoch's values into
+        # callback_metrics only after both; recording there drew every validation one epoch late and lost the last.
         if not trainer.sanity_checking:
             self._record(trainer, "val/")
 
@@ -74,7 +80,10 @@ class PlotCurves(L.Callback):
 
     @rank_zero_only
     def save_figures(self) -> list[Path]:
-        """Write the PNGs that have data; returns their paths."""
+        """Write the PNGs that have data and ``curves.json``; returns the PNGs' paths."""
+        if self.history:
+            self.dirpath.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(self.dirpath / "curves.json", self.state_dict()["history"])
         losses = {k: v for k, v in self.history.items() if k.endswith("/loss") or k.endswith("_loss")}
         metrics = {k: v for k, v in self.history.items() if k.startswith("val/") and k not in losses}
         written = []

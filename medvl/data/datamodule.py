@@ -124,7 +124,9 @@ class CTReportDataModule(LightningDataModule):
 
     Args:
         manifest: manifest file (JSONL / CSV, see `medvl.data.manifest`); None = the demo set.
-        data_dir: folder of the demo set (built under `<data_dir>/medvl_demo` when `manifest` is None).
+        data_dir: folder of the demo set (built under `<data_dir>/<demo_subdir>` when `manifest` is None).
+        demo_subdir: the demo set's folder inside `data_dir`; each demo configuration has its own (the default
+            "medvl_demo", `data=medvl_demo_large` "medvl_demo_large"), so switching between them rebuilds nothing.
         demo: keyword arguments of `ensure_demo_dataset` (num_cases, size, spacing_mm, seed, ...).
         batch_size: studies per batch.
         num_workers: DataLoader worker processes (0 = load in the main process); workers persist
@@ -165,8 +167,11 @@ class CTReportDataModule(LightningDataModule):
         pin_memory: bool = False,
         drop_last: bool = False,
         tokenizer: Mapping[str, Any] | None = None,
+        demo_subdir: str = DEMO_SUBDIR,
     ) -> None:
         super().__init__()
+        if not isinstance(demo_subdir, str) or not demo_subdir or Path(demo_subdir).name != demo_subdir:
+            raise ValueError(f"demo_subdir must be a plain folder name (e.g. 'medvl_demo'), got {demo_subdir!r}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
         if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
@@ -187,6 +192,7 @@ class CTReportDataModule(LightningDataModule):
         self.save_hyperparameters(ignore=["preprocess", "label_names"])
         self.manifest = manifest
         self.data_dir = Path(data_dir)
+        self.demo_dir = self.data_dir / demo_subdir
         self.demo = dict(demo or {})
         self.batch_size = batch_size
         self.num_workers = num_workers
@@ -218,7 +224,7 @@ class CTReportDataModule(LightningDataModule):
         """The manifest in use: `manifest`, or the demo set's (built on first call; safe across processes)."""
         if self.manifest is not None:
             return check_manifest_file(self.manifest)
-        return Path(ensure_demo_dataset(self.data_dir / DEMO_SUBDIR, **self.demo))
+        return Path(ensure_demo_dataset(self.demo_dir, **self.demo))
 
     def prepare_data(self) -> None:
         """Build the demo set if it is in use and absent (Lightning calls this on one process)."""

@@ -193,3 +193,18 @@ def test_evaluate_can_run_on_the_validation_split(trained_run, tmp_path):
         eval_cfg.split = "train"
     with pytest.raises(ValueError, match="split='train'"):
         evaluate(eval_cfg)
+
+
+def test_each_demo_configuration_builds_into_its_own_folder(tmp_path):
+    """`data=medvl_demo_large` must not rebuild (and so destroy) the default demo set, nor the other way round."""
+    from hydra.utils import instantiate
+
+    default = instantiate(_compose("medvl_train", tmp_path).data)
+    large = instantiate(_compose("medvl_train", tmp_path, "data=medvl_demo_large").data)
+    assert default.demo_dir == tmp_path / "data" / "medvl_demo"  # the folder the docs name
+    assert large.demo_dir.parent == default.demo_dir.parent and large.demo_dir != default.demo_dir
+    assert large.demo != default.demo
+    from medvl.data.datamodule import CTReportDataModule
+
+    with pytest.raises(ValueError, match="demo_subdir"):
+        CTReportDataModule(data_dir=str(tmp_path), demo_subdir="../x")

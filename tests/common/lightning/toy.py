@@ -73,3 +73,11 @@ class InterruptAtBatchStart(L.Callback):
     def on_train_batch_start(self, trainer, *args, **kwargs):
         if trainer.global_step == self.step:
             raise KeyboardInterrupt
+
+
+class ToyEpochMetricModule(ToyAlignModule):
+    """ToyAlignModule that also logs an evaluation metric at the end of each validation epoch (as the medvl and
+    segmentation modules log retrieval / Dice), with a value that differs every epoch."""
+
+    def on_validation_epoch_end(self):
+        self.log("val/epoch_score", float(self.current_epoch) + 0.5)

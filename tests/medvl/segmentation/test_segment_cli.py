@@ -35,7 +35,7 @@ def real_ct_run(tmp_path_factory, shared_data, tiny_export):
             "data.batch_size=1", "data.samples_per_volume=1"]
     cfg = _compose(tmp, tmp / "run", f"export_dir={tiny_export}", *data, "trainer.max_epochs=2",
                    "trainer.check_val_every_n_epoch=1", "trainer.num_sanity_val_steps=0", "logger=none",
-                   "callbacks.progress_bar=null", "callbacks.plots=null", "callbacks.lr_monitor=null",
+                   "callbacks.progress_bar=null", "callbacks.lr_monitor=null",
                    "trainer.enable_model_summary=false",
                    "model.scheduler=null")
     metrics = segment(cfg)
@@ -54,6 +54,11 @@ def test_training_writes_metrics_checkpoints_and_a_bundle(real_ct_run):
         assert (run / "bundle" / part).is_file(), part
     metadata = json.loads((run / "bundle" / "configs" / "metadata.json").read_text())
     assert metadata["pred_classes"] == {"0": "background", "1": "liver", "2": "spleen", "3": "kidney"}
+    # a Dice curve with every validation (after steps 1 and 2) at its own step, the last one included
+    curves = json.loads((run / "figures" / "curves.json").read_text())
+    assert [step for step, _ in curves["val/dice_mean"]] == [1, 2]
+    assert curves["val/dice_mean"][-1][1] == pytest.approx(saved["val/dice_mean"], nan_ok=True)
+    assert (run / "figures" / "metric_curves.png").is_file()
 
 
 def test_predict_writes_a_label_map_on_the_input_grid(real_ct_run):
