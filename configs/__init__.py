@@ -1,0 +1,3 @@
+from common.config_resolvers import register_resolvers
+
+register_resolvers()

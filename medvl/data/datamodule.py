@@ -320,6 +320,8 @@ class CTReportDataModule(LightningDataModule):
         options = self.tokenizer_options
         if options.get("pretrained_dir"):
             tokenizer = load_tokenizer(options["pretrained_dir"])
+            if "[SENT]" not in tokenizer.get_vocab():  # a stock BERT folder: add TriBERT's sentence token (next id)
+                tokenizer.add_special_tokens({"additional_special_tokens": ["[SENT]"]})
         else:
             dataset = self.datasets["train"]
             sentences = [s for record in self.records["train"] for s in dataset.sentences_of(record)]
