@@ -13,6 +13,7 @@ from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, TensorDataset
 
 from common.lightning.checkpoint_io import AtomicCheckpointIO
+from common.lightning.last_checkpoint import LastCheckpoint
 from common.lightning.runner import best_checkpoint_path, instantiate_collection
 
 CONFIG_ROOT = Path(__file__).resolve().parents[2] / "configs"
@@ -92,13 +93,14 @@ def test_default_callbacks_refresh_last_checkpoint_every_epoch_and_keep_the_best
     # Lightning >= 2.5's save_last only refreshes last.ckpt in epochs that improve the monitored metric; the
     # default callbacks must still leave the newest epoch in last.ckpt (resume) and the best one in best-*.ckpt.
     cfg = _compose("+callbacks=default", f"paths.output_dir={tmp_path}")
-    callbacks = [c for c in instantiate_collection(cfg.callbacks) if isinstance(c, ModelCheckpoint)]
+    callbacks = [c for c in instantiate_collection(cfg.callbacks) if isinstance(c, (ModelCheckpoint, LastCheckpoint))]
     data = DataLoader(TensorDataset(torch.ones(4, 1)), batch_size=2)
     trainer = L.Trainer(max_epochs=3, callbacks=callbacks, logger=False, enable_progress_bar=False,
                         enable_model_summary=False, accelerator="cpu")
     trainer.fit(_WorseEveryEpoch(), train_dataloaders=data, val_dataloaders=data)
     last = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-    assert (last["epoch"], last["global_step"]) == (2, 6)
+    # LastCheckpoint writes once more when fit ends: Lightning then counts 3 finished epochs (epoch 3, step 6)
+    assert (last["epoch"], last["global_step"]) == (3, 6)
     best = best_checkpoint_path(trainer)
     assert best is not None and Path(best).name == "best-epoch000.ckpt"
     assert torch.load(best, map_location="cpu", weights_only=True)["epoch"] == 0
