@@ -30,6 +30,7 @@ from common.lightning.runner import (
     instantiate_collection,
     resolve_resume_checkpoint,
     scalar_metrics,
+    wait_for_launched_ranks,
 )
 from medvl.segmentation.bundle import write_bundle
 from medvl.segmentation.module import SegmentationModule, load_segmentation_module
@@ -101,6 +102,7 @@ def train_segmentation(cfg: DictConfig) -> dict[str, Any]:
         for result in trainer.test(model, datamodule=datamodule, ckpt_path=best, weights_only=True):
             metrics.update(scalar_metrics(result))
     metrics["trainer/global_step"] = float(trainer.global_step)
+    wait_for_launched_ranks(trainer)
     if trainer.is_global_zero:
         if cfg.get("bundle", True):
             final = load_segmentation_module(best) if best else model
@@ -140,6 +142,7 @@ def evaluate_segmentation(cfg: DictConfig) -> dict[str, Any]:
     metrics: dict[str, Any] = {}
     for result in trainer.test(module, datamodule=datamodule):
         metrics.update(scalar_metrics(result))
+    wait_for_launched_ranks(trainer)
     if trainer.is_global_zero:
         atomic_write_json(output_dir / "metrics.json", metrics)
         print(f"Run directory: {output_dir.resolve()}")
