@@ -129,8 +129,9 @@ def evaluate_segmentation(cfg: DictConfig) -> dict[str, Any]:
     """
     output_dir = Path(cfg.paths.output_dir)
     module = load_segmentation_module(_require_checkpoint(cfg, "evaluate"))
+    # the label map as trained: no second data.source_labels needed (one given on the command line still wins)
     datamodule = instantiate(cfg.data, export_dir=None, preprocess=module.hparams["preprocess"],
-                             roi_size=module.roi_size)
+                             roi_size=module.roi_size, class_map=module.hparams.get("class_map"))
     datamodule.prepare_data()
     datamodule.setup("test")
     if datamodule.class_names != module.class_names:
