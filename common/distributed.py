@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 import torch.distributed as dist
@@ -126,3 +126,17 @@ def gather_with_grad(x: Tensor, group: dist.ProcessGroup | None = None) -> Tenso
         x: (B, *) -> (sum of B over ranks, *)
     """
     return gather_rows_with_grad(x, group=group).rows
+
+
+def gather_objects(obj: Any, group: dist.ProcessGroup | None = None) -> list[Any]:
+    """Every rank's `obj` (any picklable value), in rank order; `[obj]` when not distributed.
+
+    Every rank must call this (it is a collective). For evaluation results that are not one tensor (lists of
+    strings, per-example records), e.g. to compute epoch metrics over the whole split on every rank.
+    """
+    _, world_size = world_info(group)
+    if world_size == 1:
+        return [obj]
+    gathered: list[Any] = [None] * world_size
+    dist.all_gather_object(gathered, obj, group=group)
+    return gathered

@@ -38,6 +38,7 @@ from torch import nn
 
 from common import checkpoint_loading
 from common.checkpoint_loading import UnsafeCheckpointError, WeightsFileError
+from common.io import default_file_mode
 
 __all__ = [
     "ExportError",
@@ -155,8 +156,12 @@ def _publish(staging: Path, path: Path) -> None:
     side files (ONNX external data) that are not there yet."""
     main = staging / path.name
     side_files = sorted(p for p in staging.iterdir() if p != main)
+    mode = default_file_mode()
     for staged in [*side_files, main]:
         _fsync(staged)
+        # safetensors (and temp-file writers) create 0600 files: give the usual permissions (0644 under umask 022),
+        # so that other users' pipelines can read an export
+        os.chmod(staged, mode)
         os.replace(staged, path.parent / staged.name)
     # Make the renames themselves durable; folders cannot be opened for fsync on every OS (Windows).
     with contextlib.suppress(OSError):

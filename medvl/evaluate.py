@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 from common.checkpoint_loading import load_lightning_module, validate_checkpoint
 from common.config_checks import check_config
 from common.io import atomic_write_json, atomic_write_text
-from common.lightning.runner import instantiate_collection, scalar_metrics
+from common.lightning.runner import instantiate_collection, scalar_metrics, wait_for_launched_ranks
 from medvl.models.medvl_module import MedVLPretrainModule, resolve_pointing_source
 
 log = logging.getLogger(__name__)
@@ -74,6 +74,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     for result in results:
         metrics.update(scalar_metrics(result))
     metrics.update(scalar_metrics(trainer.callback_metrics))
+    wait_for_launched_ranks(trainer)
     if trainer.is_global_zero:
         atomic_write_json(output_dir / "metrics.json", metrics)
         atomic_write_text(output_dir / "evaluated_checkpoint.txt", f"{ckpt_path.resolve()}\nsplit: {split}\n")

@@ -32,6 +32,7 @@ from common.lightning.runner import (
     instantiate_collection,
     resolve_resume_checkpoint,
     scalar_metrics,
+    wait_for_launched_ranks,
 )
 from medvl.segmentation.bundle import write_bundle
 from medvl.segmentation.module import SegmentationModule, load_segmentation_module
@@ -105,6 +106,7 @@ def train_segmentation(cfg: DictConfig) -> dict[str, Any]:
         for result in trainer.test(model, datamodule=datamodule, ckpt_path=best, weights_only=True):
             metrics.update(scalar_metrics(result))
     metrics["trainer/global_step"] = float(trainer.global_step)
+    wait_for_launched_ranks(trainer)
     if trainer.is_global_zero:
         if cfg.get("bundle", True):
             final = load_segmentation_module(best) if best else model
@@ -131,8 +133,9 @@ def evaluate_segmentation(cfg: DictConfig) -> dict[str, Any]:
     """
     output_dir = Path(cfg.paths.output_dir)
     module = load_segmentation_module(_require_checkpoint(cfg, "evaluate"))
+    # the label map as trained: no second data.source_labels needed (one given on the command line still wins)
     datamodule = instantiate(cfg.data, export_dir=None, preprocess=module.hparams["preprocess"],
-                             roi_size=module.roi_size)
+                             roi_size=module.roi_size, class_map=module.hparams.get("class_map"))
     datamodule.prepare_data()
     datamodule.setup("test")
     if datamodule.class_names != module.class_names:
@@ -144,6 +147,7 @@ def evaluate_segmentation(cfg: DictConfig) -> dict[str, Any]:
     metrics: dict[str, Any] = {}
     for result in trainer.test(module, datamodule=datamodule):
         metrics.update(scalar_metrics(result))
+    wait_for_launched_ranks(trainer)
     if trainer.is_global_zero:
         atomic_write_json(output_dir / "metrics.json", metrics)
         print(f"Run directory: {output_dir.resolve()}")

@@ -82,11 +82,37 @@ def run(cfg: DictConfig) -> dict[str, float]:
         metrics.update(scalar_metrics(trainer.callback_metrics))
     metrics["trainer/global_step"] = float(trainer.global_step)
     metrics["trainer/epoch"] = float(trainer.current_epoch)
+    wait_for_launched_ranks(trainer)
 
     if trainer.is_global_zero:
         atomic_write_json(output_dir / "metrics.json", metrics)
         print(f"Run directory: {output_dir.resolve()}")
     return metrics
+
+
+def wait_for_launched_ranks(trainer: L.Trainer, timeout_s: float = 600.0) -> None:
+    """On the process that launched the other DDP ranks (Lightning's script launcher): wait for them to exit and
+    fail when one failed, so that a run with a dead rank never ends with exit code 0 and a "Run directory" line.
+
+    Lightning only polls its children every few seconds and a fast rank 0 can finish first. Elsewhere (single
+    process, child ranks, torchrun / SLURM launches, where the launcher watches every rank) this does nothing.
+
+    Raises:
+        RuntimeError: a launched rank exited with a non-zero code, or is still running after ``timeout_s``.
+    """
+    launcher = getattr(trainer.strategy, "launcher", None)
+    failed = []
+    for rank, proc in enumerate(getattr(launcher, "procs", None) or [], start=1):
+        try:
+            code = proc.wait(timeout=timeout_s)
+        except Exception:  # subprocess.TimeoutExpired
+            failed.append(f"rank {rank} (pid {proc.pid}) is still running {timeout_s:.0f} s after rank 0 finished")
+            continue
+        if code != 0:
+            failed.append(f"rank {rank} (pid {proc.pid}) exited with code {code}")
+    if failed:
+        raise RuntimeError(f"the run failed on another process: {'; '.join(failed)}; its error is in the log above. "
+                           "The results of rank 0 alone are not the run's results")
 
 
 def best_checkpoint_path(trainer: L.Trainer) -> str | None:

@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from common.distributed import gather_objects
 from common.layers.projection import ProjectionHead
 from common.lightning.hparams import plain_container
 from common.lightning.vlp_module import VLPModule
@@ -370,17 +371,20 @@ class MedVLPretrainModule(VLPModule):
         store["volume"].append(volume_emb.detach().float().cpu())
         store["report"].append(report_emb.detach().float().cpu())
         store["labels"].append(batch["labels"].detach().float().cpu())
+        rows = _row_indices(batch)
+        store["index"].extend(rows)
         reports = [" ".join(s) for s in batch["sentences"]]
         store["reports"].extend(reports)
         if stage == "test":
             axial_axis, coronal_axis = self._slice_axes()
-            for image in batch["image"][:, 0].detach().float().cpu():  # (B, 1, X, Y, Z) -> (X, Y, Z) each
-                if len(store["slices"]) >= 16:
+            for row, image in zip(rows, batch["image"][:, 0].detach().float().cpu()):  # (B, 1, X, Y, Z) -> (X, Y, Z)
+                if len(store["slices"]) >= _RETRIEVAL_FIGURE_EXAMPLES:
                     break
                 axial = image.select(axial_axis, image.shape[axial_axis] // 2)
                 coronal = image.select(coronal_axis, image.shape[coronal_axis] // 2)
                 coronal = F.interpolate(coronal[None, None], size=tuple(axial.shape), mode="nearest")[0, 0]
                 store["slices"].append(np.stack([axial.numpy(), coronal.numpy()]))  # (2, *axial.shape)
+                store["slices_row"].append(row)
         if self.hparams["organ_labels"] and "organ_mask" in batch:
             self._collect_pointing(batch, vision, text, text_inputs, keep_examples=stage == "test")
 
@@ -431,6 +435,7 @@ class MedVLPretrainModule(VLPModule):
         masks = batch["organ_mask"][:, 0].cpu()
         valid = batch.get("organ_mask_valid")
         store = self._eval_store
+        rows = _row_indices(batch)
         for i, findings in enumerate(batch["findings"]):
             if valid is not None and not bool(valid[i]):
                 continue
@@ -452,6 +457,8 @@ class MedVLPretrainModule(VLPModule):
                     store["pointing_examples"].append(_pointing_example(
                         batch["image"][i, 0], sentence_map, grid, family_mask, self._slice_axes()[0],
                         sentences[index], family, hit))
+                    store["pointing_examples_row"].append(rows[i])
+                store["pointing_row"].append(rows[i])
                 store["pointing_hits"].append(hit)
                 store["pointing_families"].append(family)
                 store["pointing_chance"].append(organ_fraction(family_mask, 1))
@@ -481,8 +488,19 @@ class MedVLPretrainModule(VLPModule):
         self.hparams["zeroshot_templates"] = resolve_zeroshot_templates(
             plain_container(overrides), self.label_names, base=self.hparams["zeroshot_templates"])
 
+    def gather_evaluation_store(self) -> None:
+        """Replace this rank's evaluation records by those of the whole split, identical on every rank.
+
+        Under DDP each rank sees a share of the split (and DistributedSampler repeats a few examples to even the
+        shares out): the records of all ranks are gathered, each example (by its dataset index) is kept once and
+        put in dataset order, so the metrics equal a single-process evaluation and every rank logs the same keys.
+        A collective: every rank calls it. Single process: the records are only put in dataset order.
+        """
+        self._eval_store = merge_evaluation_stores(gather_objects(dict(self._eval_store)))
+
     def evaluation_metrics(self) -> dict[str, float]:
-        """Retrieval, zero-shot AUROC and pointing accuracy over everything collected this epoch."""
+        """Retrieval, zero-shot AUROC and pointing accuracy over everything collected this epoch (call
+        ``gather_evaluation_store`` first under DDP)."""
         store = self._eval_store
         if not store.get("volume"):
             return {}
@@ -525,12 +543,15 @@ class MedVLPretrainModule(VLPModule):
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking:
             return
+        self.gather_evaluation_store()
         metrics = self.evaluation_metrics()
+        # the values are already over the whole split and equal on every rank: sync_dist averages equal values
         for name, value in metrics.items():
             if not _test_only_metric(name):
                 self.log(f"val/{name}", value, sync_dist=True)
 
     def on_test_epoch_end(self) -> None:
+        self.gather_evaluation_store()
         metrics = self.evaluation_metrics()
         for name, value in metrics.items():
             self.log(name, value, sync_dist=True)
@@ -553,6 +574,69 @@ class MedVLPretrainModule(VLPModule):
 
 
 _POINTING_FIGURE_EXAMPLES = 6
+_RETRIEVAL_FIGURE_EXAMPLES = 16
+# Evaluation records and the dataset-index list each is aligned with ("index": one entry per example).
+_ROW_ALIGNED = {
+    "index": ("volume", "report", "labels", "reports"),
+    "slices_row": ("slices",),
+    "pointing_row": ("pointing_hits", "pointing_families", "pointing_chance", "pointing_control_hits"),
+    "pointing_examples_row": ("pointing_examples",),
+}
+_FIGURE_LIMITS = {"slices_row": _RETRIEVAL_FIGURE_EXAMPLES, "pointing_examples_row": _POINTING_FIGURE_EXAMPLES}
+_BATCHED = ("volume", "report", "labels")  # lists of (B, *) tensors; the rest are lists of per-entry values
+
+
+def _row_indices(batch: Mapping[str, Any]) -> list[int]:
+    """Dataset index of every example in the batch (``collate_ct_reports``'s "index").
+
+    Raises:
+        ValueError: the batch has no "index" (evaluation needs it to count each example once under DDP).
+    """
+    if "index" not in batch:
+        raise ValueError("evaluation batches need an 'index' entry (each example's dataset index, as "
+                         "medvl.data.collate.collate_ct_reports gives) to count every example once under DDP")
+    return [int(i) for i in batch["index"]]
+
+
+def merge_evaluation_stores(stores: Sequence[Mapping[str, list[Any]]]) -> dict[str, list[Any]]:
+    """One evaluation store from every rank's (in rank order): each dataset index once, in index order.
+
+    An example that several ranks evaluated (DistributedSampler's padding) is kept from the first rank that has
+    it; entries tied to an example (pointing hits, figure slices) follow their example. Figure lists keep their
+    first examples by index. The tensors of ``_BATCHED`` come back as one (N, *) tensor each (a one-item list).
+    """
+    owner: dict[int, int] = {}
+    for rank, store in enumerate(stores):
+        for row in store.get("index", []):
+            owner.setdefault(int(row), rank)
+    merged: dict[str, list[Any]] = defaultdict(list)
+    for row_key, keys in _ROW_ALIGNED.items():
+        entries = []  # (row, rank, position, {key: value})
+        for rank, store in enumerate(stores):
+            rows = store.get(row_key, [])
+            columns = {}
+            for key in keys:
+                values = store.get(key, [])
+                if key in _BATCHED:
+                    values = list(torch.cat(values)) if values else []  # list of (B, *) -> N rows (*)
+                if len(values) != len(rows):
+                    raise RuntimeError(f"evaluation store: {len(values)} '{key}' entries for {len(rows)} examples")
+                columns[key] = values
+            for position, row in enumerate(rows):
+                if owner.get(int(row), rank) == rank:
+                    entries.append((int(row), rank, position, {key: columns[key][position] for key in keys}))
+        entries.sort(key=lambda entry: entry[:3])  # dataset order; an example's entries keep their order
+        entries = entries[: _FIGURE_LIMITS.get(row_key, len(entries))]
+        if not entries:
+            continue
+        merged[row_key] = [row for row, *_ in entries]
+        for key in keys:
+            values = [entry[3][key] for entry in entries]
+            merged[key] = [torch.stack(values)] if key in _BATCHED else values
+    grid = next((store["pointing_grid_tokens"] for store in stores if store.get("pointing_grid_tokens")), None)
+    if grid is not None:
+        merged["pointing_grid_tokens"] = list(grid)
+    return merged
 
 
 def _test_only_metric(name: str) -> bool:

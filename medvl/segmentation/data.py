@@ -174,6 +174,9 @@ class SegmentationDataModule(LightningDataModule):
             follow torch's seed, i.e. the run's seed_everything).
         max_train_volumes: use only the first N training volumes (few-label experiments); None = all.
         max_eval_volumes: use only the first N validation and test volumes; None = all.
+        class_map: source label id -> class index as resolved in training (a checkpoint's ``class_map``); used
+            instead of resolving ``classes`` when ``source_labels`` is not given, so evaluating a checkpoint needs
+            no second copy of the label names.
 
     Raises:
         ValueError: bad arguments, unknown class members, no training volume.
@@ -199,6 +202,7 @@ class SegmentationDataModule(LightningDataModule):
         seed: int = 0,
         max_train_volumes: int | None = None,
         max_eval_volumes: int | None = None,
+        class_map: Mapping[Any, int] | None = None,
     ) -> None:
         super().__init__()
         _positive_int("batch_size", batch_size)
@@ -233,6 +237,11 @@ class SegmentationDataModule(LightningDataModule):
         self.studies: dict[str, list[LabelledStudy]] = {}
         self.datasets: dict[str, LabelledVolumeDataset] = {}
         self.class_map: dict[int, int] = {}
+        self.given_class_map = None if class_map is None else {int(k): int(v) for k, v in dict(class_map).items()}
+        if self.given_class_map is not None and not all(
+                k > 0 and 1 <= v <= len(self.classes) for k, v in self.given_class_map.items()):
+            raise ValueError(f"class_map must map source ids > 0 to class indices 1..{len(self.classes)}, "
+                             f"got {self.given_class_map}")
 
     @property
     def class_names(self) -> list[str]:
@@ -240,8 +249,12 @@ class SegmentationDataModule(LightningDataModule):
         return ["background", *self.classes]
 
     def model_kwargs(self) -> dict[str, Any]:
-        """What the model must agree on: class names, preprocessing, roi_size (plain values for checkpoints)."""
-        return {"class_names": self.class_names, "preprocess": self.preprocess_config.to_dict(), "roi_size": self.roi_size}
+        """What the model must agree on: class names, preprocessing, roi_size, and (after ``setup``) the source id ->
+        class index map (plain values for checkpoints)."""
+        kwargs = {"class_names": self.class_names, "preprocess": self.preprocess_config.to_dict(), "roi_size": self.roi_size}
+        if self.class_map:
+            kwargs["class_map"] = {int(k): int(v) for k, v in self.class_map.items()}
+        return kwargs
 
     def _all_studies(self) -> tuple[list[LabelledStudy], dict[str, int] | None]:
         if self.manifest is not None:
@@ -262,7 +275,10 @@ class SegmentationDataModule(LightningDataModule):
         if self.datasets:
             return
         studies, source_labels = self._all_studies()
-        self.class_map = resolve_class_map(self.classes, source_labels)
+        if self.given_class_map is not None and self.source_labels is None:
+            self.class_map = dict(self.given_class_map)
+        else:
+            self.class_map = resolve_class_map(self.classes, source_labels)
         if any(s.split is not None for s in studies):
             splits = split_from_manifest(studies)  # reads only .split / .patient_id / .study_id
         else:

@@ -90,7 +90,8 @@ def resolve_class_map(
                     known = sorted(source_labels) if source_labels else []
                     raise ValueError(
                         f"class {name!r}: unknown structure name {member!r}; "
-                        + (f"known names: {known}" if known else "give source_labels (name -> id) or use label ids")
+                        + (f"known names: {known}" if known else "set data.source_labels=<a JSON file of structure name -> "
+                                                 "label id, e.g. {\"1\": \"liver\"}>, or use label ids in data.classes")
                     )
                 label = int(source_labels[member])
             else:

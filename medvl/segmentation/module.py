@@ -52,6 +52,8 @@ class SegmentationModule(VLPModule):
         sw_batch_size, overlap, blend_mode: sliding-window inference for validation, test and prediction.
         optimizer, scheduler, scheduler_interval, lr_scales: see ``VLPModule`` (partial optimiser / scheduler
             factories; e.g. lr_scales={"network.vit": 0.1} fine-tunes a pre-trained UNETR encoder at 10% of the rate).
+        class_map: the data's source label id -> class index (from the datamodule; saved so that evaluating the
+            checkpoint needs no ``data.source_labels``).
 
     Shapes:
         forward(image): (B, 1, D, H, W) -> (B, K, D, H, W) logits; batches: {"image": (B, 1, D, H, W) float,
@@ -80,6 +82,7 @@ class SegmentationModule(VLPModule):
         scheduler: Any = None,
         scheduler_interval: str = "step",
         lr_scales: Mapping[str, float] | None = None,
+        class_map: Mapping[Any, int] | None = None,
     ) -> None:
         super().__init__(optimizer=optimizer, scheduler=scheduler, scheduler_interval=scheduler_interval,
                          lr_scales=lr_scales)
@@ -104,6 +107,7 @@ class SegmentationModule(VLPModule):
             "architecture": plain_container(architecture), "network_spec": spec, "dice_weight": float(dice_weight),
             "ce_weight": float(ce_weight), "sw_batch_size": int(sw_batch_size), "overlap": float(overlap),
             "blend_mode": blend_mode, "scheduler_interval": scheduler_interval,
+            "class_map": None if class_map is None else {int(k): int(v) for k, v in dict(class_map).items()},
         })
         weights = export_dir if (pretrained and export_dir is not None) else None
         self.network = build_segmentation_network(spec, len(class_names), backbone_weights=weights)

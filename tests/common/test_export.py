@@ -470,3 +470,16 @@ def test_onnx_export_rejects_a_batch_axis_frozen_by_the_model(tmp_path, volume):
         export_onnx(_seeded(BatchOneOnlyNet()), (volume,), tmp_path / "net.onnx",
                     input_names=["volume"], output_names=["logits"], dynamic_axes={"volume": {0: "batch"}})
     assert list(tmp_path.iterdir()) == []
+
+
+def test_exported_files_are_readable_by_others(tmp_path):
+    """safetensors writes 0600 files; an export is for other users' pipelines: 0644 under umask 022."""
+    import os
+    import stat
+
+    previous = os.umask(0o022)
+    try:
+        path = save_weights(_seeded(TinyNet()), tmp_path / "w.safetensors")
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644

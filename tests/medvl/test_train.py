@@ -121,18 +121,36 @@ def test_resume_continues_from_the_saved_step(trained_run):
     assert again["trainer/global_step"] == 2 * steps_one_epoch
 
 
-def test_two_process_ddp_training_on_cpu(tmp_path):
-    """The user's command line with trainer=ddp on 2 CPU processes (gloo): Lightning re-launches the script."""
+def test_two_process_ddp_run_tests_the_whole_split_like_one_process(tmp_path):
+    """The user's command line with trainer=ddp on 2 CPU processes (gloo; Lightning re-launches the script), test
+    stage included: it exits 0 and its test metrics are those of a 1-process evaluation of the same checkpoint
+    over the whole test split (3 studies: DistributedSampler repeats one to give both ranks 2)."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    cmd = [sys.executable, "-m", "medvl.train", *TINY, "trainer=ddp", "trainer.accelerator=cpu",
-           "trainer.devices=2", "trainer.precision=32-true", "trainer.strategy.process_group_backend=gloo",
-           "test=false", f"paths.root_dir={tmp_path}", f"hydra.run.dir={tmp_path / 'ddp'}"]
+    data = [o for o in TINY if o.startswith("data.") and not o.startswith("data.demo.num_cases")] + [
+        "data.demo.num_cases=20"]  # 14 train / 3 val / 3 test patients
+    cmd = [sys.executable, "-m", "medvl.train", *data, *[o for o in TINY if not o.startswith("data.")],
+           "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true",
+           "trainer.strategy.process_group_backend=gloo", "+trainer.limit_train_batches=1", "callbacks.plots=null",
+           f"paths.root_dir={tmp_path}", f"hydra.run.dir={tmp_path / 'ddp'}"]
     result = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    metrics = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
-    # 12 cases -> 8 train studies, batch 4 -> 2 batches total, split over 2 ranks -> 1 step per epoch
-    assert metrics["trainer/global_step"] == 1
-    assert (tmp_path / "ddp" / "checkpoints" / "last.ckpt").is_file()
+    ddp = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
+    assert ddp["trainer/global_step"] == 1
+    assert ddp["retrieval/chance_R@1"] == pytest.approx(1 / 3)  # all 3 test studies, the repeated one once
+    (best,) = (tmp_path / "ddp" / "checkpoints").glob("best-*.ckpt")  # the checkpoint the test stage used
+    eval_cfg = _compose("medvl_evaluate", tmp_path, *data, f"ckpt_path={best}", "logger=none")
+    with open_dict(eval_cfg):
+        eval_cfg.paths.output_dir = str(tmp_path / "eval")
+    single = evaluate(eval_cfg)
+    evaluation = ("retrieval/", "zeroshot/", "grounding/")
+    ddp_eval = {k: v for k, v in ddp.items() if k.startswith(evaluation)}
+    single_eval = {k: v for k, v in single.items() if k.startswith(evaluation)}
+    assert any(k.startswith("grounding/pointing_acc/") for k in single_eval)  # per-organ keys are compared too
+    assert set(ddp_eval) == set(single_eval)
+    for key, value in single_eval.items():
+        assert ddp_eval[key] == pytest.approx(value, rel=1e-4, abs=1e-6, nan_ok=True) or (
+            value != value and ddp_eval[key] is None), key  # JSON writes NaN as null
+    assert (tmp_path / "ddp" / "figures" / "pointing_examples.png").is_file()
 
 
 @pytest.mark.parametrize(("model", "backbone"), [("medvl_tiny_vit", "vit"), ("medvl_tiny_unet", "unet")])

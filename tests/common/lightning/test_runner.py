@@ -87,3 +87,23 @@ def test_seeded_runs_are_deterministic(toy_cfg, tmp_path):
     shutil.rmtree(tmp_path / "run")
     b = run(toy_cfg("trainer.max_epochs=1", "test=false"))
     assert a["val/loss"] == pytest.approx(b["val/loss"], rel=1e-6)
+
+
+def test_a_failed_launched_rank_fails_the_run():
+    """Rank 0 must not report success while a rank it launched died (Lightning polls only every 5 s)."""
+    import subprocess
+    import sys
+    from types import SimpleNamespace
+
+    import pytest
+
+    from common.lightning.runner import wait_for_launched_ranks
+
+    def trainer_with_children(*codes):
+        procs = [subprocess.Popen([sys.executable, "-c", f"import sys; sys.exit({code})"]) for code in codes]
+        return SimpleNamespace(strategy=SimpleNamespace(launcher=SimpleNamespace(procs=procs)))
+
+    wait_for_launched_ranks(trainer_with_children(0, 0))
+    wait_for_launched_ranks(SimpleNamespace(strategy=SimpleNamespace()))  # single process: no launcher
+    with pytest.raises(RuntimeError, match="rank 2 .* exited with code 3"):
+        wait_for_launched_ranks(trainer_with_children(0, 3))

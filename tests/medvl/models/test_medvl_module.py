@@ -41,7 +41,7 @@ def _module(tokenizer_json, ssl=None, zeroshot_templates=None, **weights):
 def _batch():
     g = torch.Generator().manual_seed(1)
     return {"image": torch.rand(3, 1, 32, 32, 32, generator=g), "sentences": SENTENCES,
-            "labels": torch.tensor([[1.0, 0.0], [0.0, 0.0], [0.0, 1.0]]), "findings": [[], [], []]}
+            "labels": torch.tensor([[1.0, 0.0], [0.0, 0.0], [0.0, 1.0]]), "findings": [[], [], []], "index": torch.arange(3)}
 
 
 # objective -> sub-modules that must receive gradients from it alone
@@ -252,7 +252,8 @@ def test_pointing_metrics_score_the_finding_sentence_against_a_control_sentence_
     attention[1, 1, 7] = 1.0  # lower lobe sentence -> lower lobe octant: a hit for "lung"
     module._sentence_attention = lambda *args: (attention, (2, 2, 2))
     module.on_validation_epoch_start()
-    batch = {"image": torch.rand(2, 1, 32, 32, 32), "organ_mask": masks, "sentences": sentences, "findings": findings}
+    batch = {"image": torch.rand(2, 1, 32, 32, 32), "organ_mask": masks, "sentences": sentences, "findings": findings,
+             "index": torch.arange(2)}
     module._collect_pointing(batch, {}, {}, {})
     assert not module._eval_store["pointing_examples"]  # validation epochs keep no figure slices
     module.on_validation_epoch_start()
@@ -275,3 +276,32 @@ def test_pointing_metrics_score_the_finding_sentence_against_a_control_sentence_
     module.on_validation_epoch_start()
     module._collect_pointing(batch, {}, {}, {})
     assert module._eval_store["pointing_control_hits"] == [1.0, 0.0, 0.0]  # a hit for the liver finding only
+
+
+def test_merged_evaluation_stores_equal_the_single_process_store():
+    """Two ranks' records (DistributedSampler order, study 0 repeated on rank 1 as padding) merge into exactly the
+    records of one process over the split: each study once, in dataset order, its pointing entries with it."""
+    import torch
+
+    from medvl.models.medvl_module import merge_evaluation_stores
+
+    emb = torch.arange(3 * 2, dtype=torch.float32).reshape(3, 2)  # study i -> row i
+
+    def store(rows, pointing):
+        return {"index": list(rows), "volume": [emb[list(rows)]], "report": [-emb[list(rows)]],
+                "labels": [torch.tensor([[float(r)] for r in rows])], "reports": [f"r{r}" for r in rows],
+                "pointing_row": [r for r, _ in pointing], "pointing_hits": [h for _, h in pointing],
+                "pointing_families": ["liver" for _ in pointing], "pointing_chance": [0.1 for _ in pointing],
+                "pointing_control_hits": [0.0 for _ in pointing], "pointing_grid_tokens": [64]}
+
+    single = store([0, 1, 2], [(0, 1.0), (0, 0.0), (2, 1.0)])
+    rank0 = store([0, 2], [(0, 1.0), (0, 0.0), (2, 1.0)])
+    rank1 = store([1, 0], [(0, 1.0), (0, 0.0)])  # the padding copy of study 0 and its findings
+    merged = merge_evaluation_stores([rank0, rank1])
+    expected = merge_evaluation_stores([single])
+    assert merged["index"] == expected["index"] == [0, 1, 2]
+    assert merged["reports"] == ["r0", "r1", "r2"]
+    for key in ("volume", "report", "labels"):
+        assert torch.equal(merged[key][0], expected[key][0]) and torch.equal(expected[key][0], torch.cat(single[key]))
+    assert merged["pointing_hits"] == [1.0, 0.0, 1.0] and merged["pointing_row"] == [0, 0, 2]
+    assert merged["pointing_grid_tokens"] == [64]

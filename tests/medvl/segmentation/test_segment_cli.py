@@ -82,6 +82,18 @@ def test_evaluate_reports_dice_per_class(real_ct_run):
                                "trainer.enable_model_summary=false", *data))
     assert set(metrics) >= {"test/dice/liver", "test/dice/spleen", "test/dice/kidney", "test/dice_mean"}
     assert json.loads((tmp / "evaluate" / "metrics.json").read_text()) == pytest.approx(metrics)
+    # the checkpoint carries its label map: evaluating needs the manifest, not data.source_labels again
+    data_without_labels = [o for o in data if not o.startswith("data.source_labels=")]
+    again = segment(_compose(tmp, tmp / "evaluate2", "mode=evaluate", f"ckpt_path={checkpoint}", "logger=none",
+                             "trainer.enable_model_summary=false", *data_without_labels))
+    assert again == pytest.approx(metrics)
+
+
+def test_structure_names_without_source_labels_name_the_config_key(tmp_path):
+    from medvl.segmentation.labels import resolve_class_map
+
+    with pytest.raises(ValueError, match="data.source_labels"):
+        resolve_class_map({"liver": ["liver"]}, None)
 
 
 def test_modes_need_their_arguments(tmp_path):
