@@ -25,6 +25,7 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
+from common.checkpoint_loading import load_checkpoint
 from common.io import atomic_write_text
 from common.lightning.runner import run
 from medvl.data.report_label_datamodule import report_sentences
@@ -50,21 +51,11 @@ def load_labeler(ckpt_path: str | Path) -> ReportLabelerModule:
     """A trained labeler from its checkpoint (weights-only loading: no code in the file is run).
 
     Raises:
-        ValueError: the file is missing, unreadable, or not a report labeler checkpoint.
+        ValueError: the file is missing, unreadable, holds code, or is not a report labeler checkpoint
+            (`common.checkpoint_loading`, the loader every entry point uses).
     """
-    path = Path(str(ckpt_path)).expanduser()
-    if not path.is_file():
-        raise ValueError(f"ckpt_path={path} does not exist; give a checkpoint of a `stage=fit` run "
-                         "(<run dir>/checkpoints/best-*.ckpt)")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - any unreadable / unsafe file gets the same clear refusal
-        raise ValueError(f"{path} is not a readable weights-only checkpoint ({type(error).__name__}); it is damaged, "
-                         "truncated or holds pickled code, which is never loaded") from None
-    hparams = checkpoint.get("hyper_parameters", {}) if isinstance(checkpoint, dict) else {}
-    if not {"tokenizer_json", "label_names", "head"} <= set(hparams):
-        raise ValueError(f"{path} is not a report labeler checkpoint (no tokenizer / label names / head in its "
-                         "hyper-parameters); train one with `python -m medvl.label_reports stage=fit`")
+    checkpoint = load_checkpoint(ckpt_path, expected_module=ReportLabelerModule)
+    hparams = checkpoint["hyper_parameters"]
     model = ReportLabelerModule(**hparams)
     model.load_state_dict(checkpoint["state_dict"])
     return model.eval()
