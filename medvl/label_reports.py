@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-import torch
 from omegaconf import DictConfig
 
 from common.checkpoint_loading import load_checkpoint
